@@ -1,0 +1,136 @@
+"""Command-line utilities that are not bundle workflows: ``python -m bundle <command> --help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from bundle.datalist import load_validated_datalist
+    from bundle.synthetic.dataset import parse_size, write_synthetic_dataset
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    path = write_synthetic_dataset(
+        args.output,
+        per_site=args.per_site,
+        sites=args.sites,
+        seed=args.seed,
+        size=parse_size(args.size),
+        workers=args.workers,
+        formats=formats,
+        masks=args.masks,
+        progress=not args.quiet,
+    )
+    entries = load_validated_datalist(path)
+    print(f"synth: wrote {len(entries)} images from {args.sites} site(s); datalist: {path}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from bundle.datalist import DatalistError, load_validated_datalist
+
+    try:
+        entries = load_validated_datalist(
+            args.datalist, check_images=not args.skip_images, frame=args.frame, progress=not args.quiet
+        )
+    except DatalistError as error:
+        print(str(error), file=sys.stderr)
+        print(f"validate: {len(error.problems)} problem(s); the datalist is NOT usable", file=sys.stderr)
+        return 1
+    sites = sorted({e["site"] for e in entries})
+    print(f"validate: {args.datalist} is clean: {len(entries)} entries, sites {sites}")
+    return 0
+
+
+def _cmd_convert_shenzhen(args: argparse.Namespace) -> int:
+    from bundle.shenzhen import convert_shenzhen
+
+    report = convert_shenzhen(args.root, args.output, annotations=args.annotations, ambiguous=args.ambiguous)
+    print(report.summary())
+    print(
+        f"convert-shenzhen: datalist written to {args.output}; check it with: python -m bundle validate {args.output}"
+    )
+    return 0
+
+
+def _cmd_montage(args: argparse.Namespace) -> int:
+    from bundle.montage import write_montage
+
+    path = write_montage(args.datalist, args.output, per_site=args.per_site)
+    print(f"montage: written to {path}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from bundle.benchmark import run_benchmarks
+
+    table = run_benchmarks(args.output, suites=args.suites, quick=args.quick)
+    print(table.read_text())
+    print(f"benchmark: results in {table} and {table.with_suffix('.json')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per utility."""
+    parser = argparse.ArgumentParser(prog="python -m bundle", description="fetal_nt_roi_cae utilities.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic multi-site NT dataset and its datalist")
+    p.add_argument("--output", required=True, help="dataset folder (datalist.json goes there)")
+    p.add_argument("--per-site", type=int, required=True, help="images per site")
+    p.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--size", default="native", help="'native' or WxH bound, aspect ratio kept per site (e.g. 128x128)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes; output is identical for any count")
+    p.add_argument("--formats", default="png", help="comma list of png, dcm, nii (first one is the datalist image)")
+    p.add_argument("--masks", action="store_true", help="also write tissue label maps (datalist key 'label')")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("validate", help="check every datalist entry and report all problems at once")
+    p.add_argument("datalist", help="datalist JSON")
+    p.add_argument("--skip-images", action="store_true", help="don't decode images (faster; box-in-image not checked)")
+    p.add_argument("--frame", type=int, default=None, help="frame index for multi-frame DICOM")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("convert-shenzhen", help="datalist from the Shenzhen first-trimester dataset")
+    p.add_argument("root", help="dataset folder (image folders and ObjectDetection.xlsx/.csv)")
+    p.add_argument("--output", required=True, help="datalist JSON to write")
+    p.add_argument(
+        "--annotations", default=None, help="annotation sheet if not under ROOT (.xlsx needs the xlsx extra, or .csv)"
+    )
+    p.add_argument(
+        "--ambiguous", choices=("skip", "error"), default="skip", help="file names matching several different images"
+    )
+    p.set_defaults(func=_cmd_convert_shenzhen)
+
+    p = sub.add_parser("montage", help="PNG montage of a datalist: a row per site with NT boxes and crops")
+    p.add_argument("datalist", help="datalist JSON")
+    p.add_argument("--output", default="docs/images/synthetic_montage.png", help="PNG to write")
+    p.add_argument("--per-site", type=int, default=4, help="images per site")
+    p.set_defaults(func=_cmd_montage)
+
+    p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
+    p.add_argument("--quick", action="store_true", help="small counts, seconds (smoke run)")
+    p.add_argument("--suites", nargs="*", default=None, help="suites to run (default all)")
+    p.add_argument("--output", default="runs/benchmark", help="results folder")
+    p.set_defaults(func=_cmd_benchmark)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; errors with a message for the user exit 2 without a traceback."""
+    from bundle.datalist import DatalistError
+    from bundle.readers import ImageReadError
+    from bundle.shenzhen import ConversionError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatalistError, ImageReadError, ConversionError, ValueError) as error:
+        print(f"{Path(sys.argv[0]).name if argv is None else 'bundle'} {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,284 @@
+"""Image readers for PNG/JPG/BMP, DICOM and NIfTI ultrasound frames (SPEC 1.2).
+
+Every reader returns one luminance channel as float32 in [0, 1], shaped (H, W) with rows = y and
+columns = x, so ``roi = [x0, y0, x1, y1]`` indexes ``image[y0:y1, x0:x1]``. (MONAI's PIL reader
+returns (W, H); these readers do not.) DICOM is read with pydicom directly because the generic
+readers return palette indices for PALETTE COLOR images, ignore the ultrasound-region spacing and
+mishandle multi-frame files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R BT.601, as DICOM's YBR
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be read, with the file, the reason and the fix in the message."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image.
+
+    Args:
+        array: float32 (H, W) luminance in [0, 1].
+        pixel_spacing_mm: (row, column) spacing from the file, or None when the file has none.
+        format: ``pil``, ``dicom`` or ``nifti``.
+
+    """
+
+    array: np.ndarray
+    pixel_spacing_mm: tuple[float, float] | None
+    format: str
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """Return the reader for ``path`` from its suffix, or from the DICOM preamble when it has none.
+
+    Args:
+        path: image file.
+
+    Returns:
+        ``pil``, ``dicom`` or ``nifti``.
+
+    Raises:
+        ImageReadError: for an unsupported suffix.
+
+    """
+    name = str(path).lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    if name.endswith(PIL_SUFFIXES):
+        return "pil"
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(132)[128:132] == b"DICM":
+                return "dicom"
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot open ({error.strerror}); check the path and permissions") from None
+    raise ImageReadError(f"{path}: unsupported image type; use PNG/JPG/BMP, DICOM (.dcm) or NIfTI (.nii, .nii.gz)")
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """Reduce (..., 3) colour to luminance with the BT.601 weights."""
+    return rgb[..., :3].astype(np.float64) @ LUMA_WEIGHTS
+
+
+def _check_finite(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Reject NaN or infinite pixels: they would silently poison every metric downstream."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ImageReadError(
+            f"{path}: {int(bad.sum())} pixel(s) are NaN or infinite; re-export the image with finite values"
+        )
+    return array
+
+
+def read_pil(path: str | os.PathLike) -> LoadedImage:
+    """Read PNG/JPG/BMP/TIFF with Pillow; colour, palette and alpha exports become luminance.
+
+    Args:
+        path: image file.
+
+    Returns:
+        the decoded image; 16-bit grey is scaled by 65535, 8-bit by 255.
+
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float64)
+                scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
+                array = array / scale
+            elif mode == "F":
+                array = np.asarray(image, dtype=np.float64)
+                _check_finite(array, path)
+                low, high = float(array.min()), float(array.max())
+                array = array if low >= 0 and high <= 1 else (array - low) / max(high - low, 1e-12)
+            elif mode == "L":
+                array = np.asarray(image, dtype=np.float64) / 255.0
+            elif mode == "1":
+                array = np.asarray(image, dtype=np.float64)
+            else:
+                array = _luminance(np.asarray(image.convert("RGB"))) / 255.0
+    except FileNotFoundError:
+        raise ImageReadError(
+            f"{path}: file not found; check the path (relative paths start at the datalist's folder)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: not a readable image ({error}); re-export it as PNG") from None
+    return LoadedImage(_check_finite(array, path).astype(np.float32), None, "pil")
+
+
+def _dicom_spacing(ds) -> tuple[float, float] | None:
+    """Pixel spacing (row, column) in mm from PixelSpacing or the ultrasound regions (cm)."""
+    if "PixelSpacing" in ds and ds.PixelSpacing:
+        row, col = (float(v) for v in ds.PixelSpacing[:2])
+        if row > 0 and col > 0:
+            return row, col
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        units_x = region.get("PhysicalUnitsXDirection")
+        units_y = region.get("PhysicalUnitsYDirection")
+        if units_x == 3 and units_y == 3 and region.get("PhysicalDeltaX") and region.get("PhysicalDeltaY"):
+            return abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0
+    if "ImagerPixelSpacing" in ds and ds.ImagerPixelSpacing:
+        row, col = (float(v) for v in ds.ImagerPixelSpacing[:2])
+        if row > 0 and col > 0:
+            return row, col
+    return None
+
+
+def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage:
+    """Read a DICOM ultrasound frame with pydicom.
+
+    Palette images go through their lookup table, RGB becomes luminance, YBR keeps its Y channel,
+    MONOCHROME1 is inverted. Spacing comes from PixelSpacing or the ultrasound regions. External
+    references in the file are never followed.
+
+    Args:
+        path: DICOM file.
+        frame: frame of a multi-frame file (0-based); required when the file has several frames.
+
+    Returns:
+        the decoded frame.
+
+    Raises:
+        ImageReadError: for files without pixel data, multi-frame files without a frame, an
+            out-of-range frame, or undecodable data.
+
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, pixel_array
+
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found; check the path") from None
+    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise ImageReadError(
+            f"{path}: not a readable DICOM file ({error}); re-export it from the scanner or PACS"
+        ) from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise ImageReadError(
+            f"{path}: DICOM file has no pixel data (a report or structured document?); export the image itself"
+        )
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames > 1 and frame is None:
+        raise ImageReadError(
+            f"{path}: multi-frame DICOM with {n_frames} frames; choose one with the reader's frame option "
+            f"(0..{n_frames - 1}) or export a single frame"
+        )
+    if frame is not None and not 0 <= frame < n_frames:
+        raise ImageReadError(f"{path}: frame {frame} requested but the file has {n_frames} frame(s)")
+    try:
+        raw = pixel_array(ds, index=frame if n_frames > 1 else None, raw=True)
+    except Exception as error:  # pydicom raises many types for corrupt or unsupported data
+        raise ImageReadError(f"{path}: DICOM pixel data cannot be decoded ({error}); re-export uncompressed") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    bits = int(ds.get("BitsStored", 8) or 8)
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(raw, ds)
+        lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        array = _luminance(rgb) / (2.0**lut_bits - 1)
+    elif photometric.startswith("YBR"):
+        array = raw[..., 0].astype(np.float64) / (2.0**bits - 1)
+    elif raw.ndim == 3 and raw.shape[-1] in (3, 4):
+        array = _luminance(raw) / (2.0**bits - 1)
+    else:
+        array = raw.astype(np.float64)
+        if int(ds.get("PixelRepresentation", 0)) == 1:
+            array = array + 2.0 ** (bits - 1)
+        array = array / (2.0**bits - 1)
+        if photometric == "MONOCHROME1":
+            array = 1.0 - array
+    if array.ndim != 2:
+        raise ImageReadError(f"{path}: expected a 2-D frame, got pixel array of shape {raw.shape}")
+    return LoadedImage(_check_finite(np.clip(array, 0, 1), path).astype(np.float32), _dicom_spacing(ds), "dicom")
+
+
+def read_nifti(path: str | os.PathLike) -> LoadedImage:
+    """Read a 2-D NIfTI image (a trailing singleton dimension is allowed).
+
+    Voxel axis 0 is x (column) and axis 1 is y (row), so the array is transposed to (H, W); no
+    orientation flips are applied (a 2-D ultrasound frame has no patient orientation). Integer
+    data is scaled by its type's maximum, float data in [0, 1] is kept, other float data is
+    min-max scaled.
+
+    Args:
+        path: NIfTI file.
+
+    Returns:
+        the decoded image with spacing (row, column) from the header zooms.
+
+    Raises:
+        ImageReadError: for unreadable files or more than two non-singleton dimensions.
+
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found; check the path") from None
+    except Exception as error:  # nibabel raises several types for corrupt headers and data
+        raise ImageReadError(f"{path}: not a readable NIfTI file ({error})") from None
+    shape = data.shape
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 2:
+        raise ImageReadError(f"{path}: NIfTI image of shape {shape} is not 2-D; save one 2-D frame (X, Y) or (X, Y, 1)")
+    zooms = image.header.get_zooms()
+    spacing = (float(zooms[1]), float(zooms[0])) if zooms[0] > 0 and zooms[1] > 0 else None
+    array = np.asarray(data).T
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        array = (array.astype(np.float64) - min(info.min, 0)) / (info.max - min(info.min, 0))
+    else:
+        array = _check_finite(array.astype(np.float64), path)
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            array = (array - low) / max(high - low, 1e-12)
+    return LoadedImage(_check_finite(array, path).astype(np.float32), spacing, "nifti")
+
+
+def read_image(path: str | os.PathLike, frame: int | None = None) -> LoadedImage:
+    """Read any supported ultrasound image as float32 (H, W) luminance in [0, 1].
+
+    Args:
+        path: image file (PNG/JPG/BMP/TIFF, DICOM, NIfTI).
+        frame: frame index for multi-frame DICOM.
+
+    Returns:
+        the decoded image.
+
+    Raises:
+        ImageReadError: with the file, the reason and the fix.
+
+    """
+    if not Path(path).exists():
+        raise ImageReadError(f"{path}: file not found; check the path (relative paths start at the datalist's folder)")
+    if Path(path).stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes); re-export or remove it from the datalist")
+    kind = image_format(path)
+    if kind == "dicom":
+        return read_dicom(path, frame)
+    if kind == "nifti":
+        return read_nifti(path)
+    return read_pil(path)
