@@ -22,7 +22,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Yields:
         the temporary path to write to (same suffix as ``path`` so format-sniffing writers work).
-
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,6 @@ def benchmark_synth(quick: bool = False) -> list[dict]:
 
     Returns:
         result rows with ``name``, ``value``, ``unit``, ``target`` and ``passed``.
-
     """
     rows = []
     per_site = 2 if quick else 20
@@ -105,7 +104,6 @@ def run_benchmarks(output_dir: str | os.PathLike, suites: list[str] | None = Non
 
     Raises:
         ValueError: for an unknown suite.
-
     """
     chosen = suites or list(SUITES)
     unknown = [s for s in chosen if s not in SUITES]

@@ -31,7 +31,6 @@ class Problem:
         field: the offending field.
         message: what is wrong.
         fix: how to fix it.
-
     """
 
     index: int | None
@@ -68,7 +67,6 @@ def read_datalist_json(path: str | os.PathLike) -> dict:
 
     Raises:
         DatalistError: when the file is missing, not UTF-8 JSON, or has no ``data`` list.
-
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -157,7 +155,6 @@ def validate_entries(
 
     Returns:
         the problems, in entry order.
-
     """
     problems: list[Problem] = []
     sites = datalist.get("sites")
@@ -282,7 +279,6 @@ def load_validated_datalist(
 
     Raises:
         DatalistError: listing every problem when the datalist is not clean.
-
     """
     datalist = read_datalist_json(path)
     base_dir = Path(path).resolve().parent

@@ -21,7 +21,6 @@ def write_montage(datalist: str | os.PathLike, output: str | os.PathLike, per_si
 
     Returns:
         the written path.
-
     """
     import matplotlib
 

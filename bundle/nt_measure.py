@@ -44,7 +44,6 @@ def measure_nt_profile(
 
     Returns:
         the thickness in mm, or None when no dark band with bright borders is found.
-
     """
     p0, p1 = np.asarray(outer_point, float), np.asarray(inner_point, float)
     direction = p1 - p0

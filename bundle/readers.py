@@ -33,7 +33,6 @@ class LoadedImage:
         array: float32 (H, W) luminance in [0, 1].
         pixel_spacing_mm: (row, column) spacing from the file, or None when the file has none.
         format: ``pil``, ``dicom`` or ``nifti``.
-
     """
 
     array: np.ndarray
@@ -52,7 +51,6 @@ def image_format(path: str | os.PathLike) -> str:
 
     Raises:
         ImageReadError: for an unsupported suffix.
-
     """
     name = str(path).lower()
     if name.endswith(NIFTI_SUFFIXES):
@@ -93,7 +91,6 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
 
     Returns:
         the decoded image; 16-bit grey is scaled by 65535, 8-bit by 255.
-
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -160,7 +157,6 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
     Raises:
         ImageReadError: for files without pixel data, multi-frame files without a frame, an
             out-of-range frame, or undecodable data.
-
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -228,7 +224,6 @@ def read_nifti(path: str | os.PathLike) -> LoadedImage:
 
     Raises:
         ImageReadError: for unreadable files or more than two non-singleton dimensions.
-
     """
     import nibabel as nib
 
@@ -270,7 +265,6 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
 
     Raises:
         ImageReadError: with the file, the reason and the fix.
-
     """
     if not Path(path).exists():
         raise ImageReadError(f"{path}: file not found; check the path (relative paths start at the datalist's folder)")

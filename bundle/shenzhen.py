@@ -45,7 +45,6 @@ class ConversionReport:
         ambiguous: file names matching several different images (skipped).
         without_nt: annotated images with no NT box (skipped).
         bad_rows: sheet rows that could not be parsed, with the reason.
-
     """
 
     entries: list[dict] = field(default_factory=list)
@@ -74,7 +73,6 @@ def find_annotation_sheet(root: Path) -> Path:
 
     Raises:
         ConversionError: when neither exists.
-
     """
     for pattern in ("ObjectDetection.xlsx", "ObjectDetection.csv", "*.xlsx", "*.csv"):
         found = sorted(root.rglob(pattern))
@@ -94,7 +92,6 @@ def read_annotation_rows(sheet: Path) -> list[dict[str, str]]:
 
     Raises:
         ConversionError: for missing columns or a missing openpyxl.
-
     """
     if sheet.suffix.lower() == ".xlsx":
         try:
@@ -158,7 +155,6 @@ def convert_shenzhen(
 
     Raises:
         ConversionError: for an unreadable sheet, no usable entries, or ambiguity with ``error``.
-
     """
     root = Path(root)
     if not root.is_dir():

@@ -37,7 +37,6 @@ def split_by_site(
 
     Raises:
         ValueError: when ``val_fraction`` is outside [0, 1) or the held-out site has no entries.
-
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")

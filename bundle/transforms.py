@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, Transform
+from monai.transforms import InvertibleTransform, MapTransform, Randomizable, Transform
 from monai.utils import ensure_tuple_rep
 
 from bundle.readers import read_image
@@ -36,7 +36,6 @@ class LetterboxGeometry:
         original_size: original (width, height).
         resized_size: resized content (width, height) = (round(s W), round(s H)).
         canvas_size: side ``S`` of the canvas.
-
     """
 
     scale: float
@@ -52,7 +51,6 @@ class LetterboxGeometry:
 
         Raises:
             ValueError: for non-positive sizes.
-
         """
         if width < 1 or height < 1 or canvas_size < 1:
             raise ValueError(f"cannot letterbox a {width}x{height} image onto a {canvas_size} canvas")
@@ -110,7 +108,6 @@ def letterbox_image(image: torch.Tensor, geometry: LetterboxGeometry, mode: str 
 
     Returns:
         (C, S, S) tensor, zero outside the content box.
-
     """
     new_w, new_h = geometry.resized_size
     x = torch.as_tensor(image).float()[None]
@@ -147,7 +144,6 @@ def roi_mask(box: Sequence[float], height: int, width: int) -> torch.Tensor:
 
     Returns:
         float32 (1, height, width) tensor of 0/1.
-
     """
     x0, y0, x1, y1 = (float(v) for v in box)
 
@@ -176,7 +172,6 @@ class Letterbox(Transform):
     Example::
 
         canvas, geometry = Letterbox(128)(image)  # image: (1, 720, 960) -> canvas (1, 128, 128)
-
     """
 
     def __init__(self, canvas_size: int, mode: str = "bilinear") -> None:
@@ -212,7 +207,6 @@ class LetterboxROId(MapTransform, InvertibleTransform):
         out = t({"image": image, "roi": [412.0, 398.5, 583.0, 452.0]})
         out["roi"]  # box on the 128 x 128 canvas
         back = t.inverse(out)  # original image size and box
-
     """
 
     def __init__(
@@ -293,7 +287,6 @@ class ROIMaskd(MapTransform):
     Example::
 
         ROIMaskd(keys="roi", reference_key="image")(item)["roi_mask"]  # (1, S, S) of 0/1
-
     """
 
     def __init__(
@@ -330,7 +323,6 @@ class LoadUltrasoundImage(Transform):
 
         image = LoadUltrasoundImage()("images/site0/s0_000000.png")
         image.shape  # torch.Size([1, H, W])
-
     """
 
     def __init__(self, frame: int | None = None) -> None:
@@ -360,7 +352,6 @@ class LoadUltrasoundImaged(MapTransform):
         frame: frame index for multi-frame DICOM files.
         spacing_key: item key for the pixel spacing, or None to leave the item alone.
         allow_missing_keys: don't raise when a key is absent.
-
     """
 
     def __init__(
@@ -381,4 +372,54 @@ class LoadUltrasoundImaged(MapTransform):
             d[key] = self.loader(d[key])
             if self.spacing_key is not None and d.get(self.spacing_key) is None:
                 d[self.spacing_key] = [float(v) for v in d[key].meta["pixel_spacing_mm"]]
+        return d
+
+
+class RandGainGammad(Randomizable, MapTransform):
+    """Random gain and gamma on [0, 1] images: a scanner's gain and dynamic-range setting.
+
+    ``out = clip(gain * image ** gamma, 0, 1)`` with ``gain`` and ``gamma`` drawn log-uniformly;
+    zero (the letterbox padding and the black outside the sector) stays zero. Sites differ mostly
+    in these settings, so training through them makes the model reproduce intensities instead of
+    one site's look.
+
+    Args:
+        keys: image keys (the same draw for all keys of an item).
+        gain_range: (low, high) multiplicative gain.
+        gamma_range: (low, high) exponent.
+        prob: probability of applying.
+        allow_missing_keys: don't raise when a key is absent.
+
+    Example::
+
+        RandGainGammad(keys="image", gain_range=(0.75, 1.33), gamma_range=(0.7, 1.4), prob=0.8)
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        gain_range: tuple[float, float] = (0.75, 1.33),
+        gamma_range: tuple[float, float] = (0.7, 1.4),
+        prob: float = 0.8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.gain_range = gain_range
+        self.gamma_range = gamma_range
+        self.prob = prob
+
+    def randomize(self, data: object = None) -> None:
+        """Draw whether to apply, the gain and the gamma."""
+        self._apply = self.R.rand() < self.prob
+        self._gain = float(np.exp(self.R.uniform(*np.log(self.gain_range))))
+        self._gamma = float(np.exp(self.R.uniform(*np.log(self.gamma_range))))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        """Apply one random draw to every key."""
+        d = dict(data)
+        self.randomize()
+        if not self._apply:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = (self._gain * d[key].clamp_min(0) ** self._gamma).clamp(0, 1)
         return d

@@ -74,7 +74,6 @@ def psf_sigmas_mm(frequency_mhz: float, lateral_factor: float = 1.0) -> tuple[fl
 
     Returns:
         (axial_sigma_mm, lateral_sigma_mm).
-
     """
     wavelength = SPEED_OF_SOUND_MM_PER_US / frequency_mhz
     return 0.45 * wavelength, 1.5 * wavelength * lateral_factor
@@ -106,7 +105,6 @@ def speckle_envelope(
     Returns:
         float32 envelope of the same shape; in a homogeneous region without texture it is Rayleigh
         distributed (mean / standard deviation = 1.91).
-
     """
     amplitude = _AMPLITUDE[labels]
     shape = _TEXTURE_SHAPE[labels]
@@ -139,7 +137,6 @@ def log_compress(envelope: np.ndarray, gain_db: np.ndarray | float, dynamic_rang
 
     Returns:
         float32 grey levels in [0, 255].
-
     """
     level_db = 20.0 * np.log10(np.maximum(envelope, 1e-9)) + gain_db
     return np.clip(255.0 * (1.0 + level_db / dynamic_range_db), 0.0, 255.0).astype(np.float32)
@@ -155,7 +152,6 @@ def tgc_error_db(rng: np.random.Generator, n_depth: int, max_error_db: float) ->
 
     Returns:
         float32 array of shape (n_depth, 1).
-
     """
     t = np.linspace(0.0, 1.0, n_depth)
     slope = rng.uniform(-1.0, 1.0)
@@ -182,7 +178,6 @@ def scan_convert(
 
     Returns:
         the Cartesian image, 0 outside the sector.
-
     """
     coords = np.stack([radius_index[inside], angle_index[inside]])
     out = np.zeros(inside.shape, dtype=polar.dtype)

@@ -67,7 +67,6 @@ class Ellipse:
         center: (first, second) coordinates of the centre in mm.
         axes: semi-axes in mm along the ellipse's own first and second directions.
         angle: rotation of the ellipse's first axis in radians.
-
     """
 
     center: tuple[float, float]
@@ -93,7 +92,6 @@ class Ellipse:
 
         Returns:
             ``(low, high)``; ``+inf``/``-inf`` where the vertical line misses the ellipse.
-
         """
         c, s = np.cos(self.angle), np.sin(self.angle)
         ra, rb = self.axes
@@ -137,7 +135,6 @@ class FetalAnatomy:
         nuchal_tissue_mm: thickness of the echogenic soft tissue over the cervical spine.
         amnion: amnion ellipse.
         face_visible: False for an oblique (non-standard) section missing nasal tip and palate.
-
     """
 
     crl_mm: float
@@ -186,7 +183,6 @@ class FetalAnatomy:
 
         Returns:
             array of shape (2 n, 2) with ``(u, v)`` rows.
-
         """
         u = np.linspace(self.neck_u - self.nt_half_width_mm, self.neck_u + self.nt_half_width_mm, n)
         back = np.interp(u, self.u_grid, self.back)
@@ -205,7 +201,6 @@ def sample_nt_mm(rng: np.random.Generator, crl_mm: float, tail_probability: floa
 
     Returns:
         NT thickness in mm.
-
     """
     if rng.random() < tail_probability:
         return float(rng.uniform(3.5, 6.0))
@@ -229,7 +224,6 @@ def build_anatomy(
 
     Returns:
         the anatomy with its body profiles and the exact NT measurement point.
-
     """
     crl = float(rng.uniform(45.0, 84.0)) if crl_mm is None else float(crl_mm)
     nt = sample_nt_mm(rng, crl) if nt_mm is None else float(nt_mm)
@@ -295,7 +289,6 @@ def fetal_labels(anatomy: FetalAnatomy, u: np.ndarray, v: np.ndarray, labels: np
         u: fetal-frame long-axis coordinate of each point (mm).
         v: fetal-frame anterior coordinate of each point (mm).
         labels: integer label array of the same shape, already holding the environment.
-
     """
     a = anatomy
     amnion_r = a.amnion.radius(u, v)

@@ -46,7 +46,6 @@ def parse_size(text: str) -> tuple[int, int] | None:
 
     Raises:
         ValueError: when the text is neither.
-
     """
     if text.strip().lower() == "native":
         return None
@@ -120,7 +119,6 @@ def write_synthetic_dataset(
 
     Raises:
         ValueError: for an unknown format or non-positive counts.
-
     """
     unknown = [fmt for fmt in formats if fmt not in SUFFIXES]
     if unknown or not formats:

@@ -29,7 +29,6 @@ def write_dicom(path: Path, image: np.ndarray, pixel_spacing_mm: list[float], in
         pixel_spacing_mm: [row, column] spacing.
         institution: written to InstitutionName (the site name).
         uid_key: text from which the UIDs are derived, so files are byte-identical across runs.
-
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -35,7 +35,6 @@ class SyntheticCase:
         sector: bool (H, W), True inside the imaged sector.
         annotation: datalist-ready ground truth (roi, spacing, meta fields).
         intermediates: polar-grid arrays (labels, pre-log envelope) when requested.
-
     """
 
     image: np.ndarray
@@ -55,7 +54,6 @@ class ImageLayout:
         pixel_mm: isotropic pixel size.
         z_top_mm: depth shown at the top margin.
         top_px: height of the top margin (interface text) in pixels.
-
     """
 
     width: int
@@ -147,7 +145,6 @@ def generate_case(
 
     Returns:
         the rendered case.
-
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, site, index]))
     style = site_style(site)

@@ -41,7 +41,6 @@ def burn_in_interface(
 
     Returns:
         uint8 (H, W) for a grey export, (H, W, 3) for a tinted or coloured one.
-
     """
     height, width = grey.shape
     colour = style.tint is not None or len(set(style.ui_color)) > 1

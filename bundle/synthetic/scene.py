@@ -23,7 +23,6 @@ class ProbeGeometry:
         apex_radius_mm: distance from the virtual apex to the transducer face.
         depth_mm: imaging depth below the transducer face.
         sector_angle_rad: full opening angle of the sector.
-
     """
 
     apex_radius_mm: float
@@ -71,7 +70,6 @@ class Scene:
         sac: chorionic sac ellipse in the fetal frame.
         placenta_side: +1 placenta on the anterior wall (near the probe), -1 posterior.
         maternal_wall_mm: thickness of the maternal abdominal wall under the probe.
-
     """
 
     anatomy: FetalAnatomy
@@ -143,7 +141,6 @@ def place_fetus(
 
     Raises:
         RuntimeError: when no placement keeps the NT region 2 mm inside the sector.
-
     """
     crl = anatomy.crl_mm
     outline = anatomy.nt_outline()

@@ -31,7 +31,6 @@ class SiteStyle:
         ui_color: RGB colour of burnt-in text and depth marks.
         caliper_probability: chance that NT calipers are burnt into the image.
         lateral_psf_factor: lateral beam width relative to the nominal one.
-
     """
 
     name: str
@@ -84,7 +83,6 @@ def site_style(site: int) -> SiteStyle:
 
     Raises:
         ValueError: for a negative site index.
-
     """
     if site < 0:
         raise ValueError(f"site index must be >= 0, got {site}")
@@ -112,7 +110,6 @@ def output_size(style: SiteStyle, bound: tuple[int, int] | None) -> tuple[int, i
 
     Returns:
         (width, height) in pixels.
-
     """
     width, height = style.native_size
     if bound is None:

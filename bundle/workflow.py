@@ -1,0 +1,186 @@
+"""Helpers the bundle configs call: dataset preparation, logging, resume and phase bookkeeping.
+
+They are deliberately small; the engines, handlers and their wiring live in ``configs/*.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bundle.datalist import load_validated_datalist
+
+logger = logging.getLogger("fetal_nt_roi_cae")
+
+
+def datalist_path(dataset_dir: str | os.PathLike) -> Path:
+    """The datalist of ``dataset_dir``: the path itself if it is a JSON file, else ``dataset_dir/datalist.json``."""
+    path = Path(dataset_dir)
+    return path if path.suffix.lower() == ".json" else path / "datalist.json"
+
+
+def prepare_datalist(dataset_dir: str | os.PathLike, synthetic: dict | None = None) -> list[dict]:
+    """Return validated datalist entries, first creating the synthetic dataset when there is none.
+
+    Args:
+        dataset_dir: dataset folder (holding ``datalist.json``) or a datalist file.
+        synthetic: settings of the synthetic dataset to create when no datalist exists
+            (``per_site``, ``sites``, ``seed``, ``size`` as [W, H] or None, ``workers``); None to
+            require an existing datalist.
+
+    Returns:
+        the entries with absolute image paths.
+
+    Raises:
+        FileNotFoundError: when there is no datalist and no synthetic settings.
+        DatalistError: listing every problem of a broken datalist (nothing is trained on it).
+    """
+    path = datalist_path(dataset_dir)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() > 0:
+        torch.distributed.barrier()  # rank 0 creates the dataset first
+    elif not path.exists():
+        if not synthetic:
+            raise FileNotFoundError(
+                f"{path}: no datalist; create one (python -m bundle synth / convert-shenzhen) or set dataset_dir"
+            )
+        from bundle.synthetic.dataset import write_synthetic_dataset
+
+        size = synthetic.get("size")
+        logger.info(f"no datalist at {path}: generating the synthetic dataset ({synthetic})")
+        write_synthetic_dataset(
+            path.parent,
+            per_site=int(synthetic["per_site"]),
+            sites=int(synthetic.get("sites", 3)),
+            seed=int(synthetic.get("seed", 0)),
+            size=tuple(size) if size else None,
+            workers=int(synthetic.get("workers", 1)),
+        )
+    if distributed and torch.distributed.get_rank() == 0:
+        torch.distributed.barrier()
+    entries = load_validated_datalist(path, progress=sys.stderr.isatty())
+    logger.info(f"datalist {path}: {len(entries)} valid entries")
+    return entries
+
+
+def setup_logging(output_dir: str | os.PathLike, filename: str = "train.log") -> Path:
+    """Log INFO and above to the console and to ``output_dir/filename`` (appending on resume)."""
+    path = Path(output_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        file_handler = logging.FileHandler(path)
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(formatter)
+        root.addHandler(console)
+    return path
+
+
+def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
+    """Path of the newest ``{prefix}_*epoch=N.pt`` in ``directory`` (highest N), or None."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.glob(f"{prefix}*.pt"):
+        match = re.search(r"epoch=(\d+)", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return str(max(found)[1]) if found else None
+
+
+def phase_is_complete(marker: str | os.PathLike) -> bool:
+    """Whether a phase wrote its completion marker (see ``PhaseCompleteHandler``)."""
+    return Path(marker).exists()
+
+
+def require_file(path: str | os.PathLike, what: str) -> str:
+    """Return ``path`` if it exists, else raise a FileNotFoundError saying what produces it."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return str(path)
+
+
+def freeze(network: nn.Module, part: str) -> nn.Module:
+    """Freeze part of the autoencoder for phase 2.
+
+    Args:
+        network: the autoencoder (``encoder`` / ``decoder`` submodules).
+        part: ``none`` or ``encoder``. A frozen encoder gets no gradients and keeps its batch-norm
+            statistics (it stays in eval mode even when the trainer calls ``network.train()``).
+
+    Returns:
+        the same network.
+
+    Raises:
+        ValueError: for an unknown part.
+    """
+    if part == "none":
+        return network
+    if part != "encoder":
+        raise ValueError(f"phase2_freeze must be 'none' or 'encoder', got {part!r}")
+    encoder = network.encoder
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+
+    def train_frozen(mode: bool = True) -> nn.Module:
+        return nn.Module.train(encoder, False)
+
+    encoder.train = train_frozen  # the trainer's network.train() must not wake the frozen encoder
+    encoder.eval()
+    return network
+
+
+def trainable_parameters(
+    network: nn.Module, loss: nn.Module | None = None, freeze_part: str = "none"
+) -> list[torch.Tensor]:
+    """Apply ``freeze_part`` and return the parameters to optimise (network, plus learned loss weights)."""
+    freeze(network, freeze_part)
+    params = [p for p in network.parameters() if p.requires_grad]
+    if loss is not None:
+        params += [p for p in loss.parameters() if p.requires_grad]
+    return params
+
+
+def log_phase_skip(phase: str, marker: str | os.PathLike) -> None:
+    """Say that a completed phase is skipped on a re-run."""
+    logger.info(f"{phase}: already complete ({marker}); skipping. Delete the marker to train it again.")
+
+
+def run_phase(
+    name: str,
+    trainer,
+    complete_marker: str | os.PathLike,
+    network: nn.Module | None = None,
+    init_weights: str | os.PathLike | None = None,
+) -> None:
+    """Run one training phase unless its completion marker says it already finished.
+
+    Args:
+        name: phase name for the log.
+        trainer: the phase's trainer (resumes by itself from its last checkpoint).
+        complete_marker: file written when the phase completes.
+        network: network to initialise from ``init_weights`` before the phase starts (a resume
+            checkpoint, when present, overrides it at ``STARTED``).
+        init_weights: ``{"model": state_dict}`` file, e.g. the best phase-1 model for phase 2.
+    """
+    if phase_is_complete(complete_marker):
+        log_phase_skip(name, complete_marker)
+        return
+    if network is not None and init_weights is not None:
+        checkpoint = torch.load(init_weights, map_location="cpu", weights_only=True)
+        network.load_state_dict(checkpoint.get("model", checkpoint))
+        logger.info(f"{name}: starting from {init_weights}")
+    logger.info(f"{name}: training for up to {trainer.state.max_epochs} epochs")
+    trainer.run()

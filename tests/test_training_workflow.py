@@ -1,0 +1,144 @@
+"""The training workflows on a tiny synthetic run: properties, outputs, determinism, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "train.json")
+
+
+def tiny(tmp_path: Path, **extra) -> dict:
+    """Overrides for a run of a few seconds: 6 images per site at 64 px, two epochs per phase."""
+    settings = {
+        "bundle_root": str(tmp_path),
+        "dataset_dir": str(tmp_path / "data"),
+        "synthetic#per_site": 6,
+        "synthetic#size": [64, 64],
+        "synthetic#workers": 1,
+        "canvas_size": 64,
+        "network_widths": [8, 16, 16, 32, 32],
+        "batch_size": 4,
+        "phase1_epochs": 2,
+        "phase2_epochs": 2,
+        "calibration_batches": 2,
+        "cache_workers": 0,
+    }
+    settings.update(extra)
+    return settings
+
+
+def cli_args(settings: dict) -> list[str]:
+    args = []
+    for key, value in settings.items():
+        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    return args
+
+
+def run_workflow(tmp_path: Path, run_id: str = "training", **extra) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(config_file=CONFIG, workflow_type="train", run_id=run_id, **tiny(tmp_path, **extra))
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def test_tiny_training_passes_check_properties_and_writes_models_and_report(tmp_path):
+    workflow = ConfigWorkflow(config_file=CONFIG, workflow_type="train", run_id="training", **tiny(tmp_path))
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])  # every required zoo property is present
+    workflow.run()
+    workflow.finalize()
+    models = tmp_path / "models"
+    for path in ("model.pt", "encoder.pt", "phase1/model.pt", "phase1/encoder.pt"):
+        assert (models / path).exists(), path
+    encoder = torch.load(models / "encoder.pt", weights_only=True)["model"]
+    assert encoder and all(not key.startswith("decoder") for key in encoder)
+    report = json.loads((tmp_path / "runs/quick/report/metrics.json").read_text())
+    for phase in ("phase1", "phase2"):
+        for split in ("val", "held_out"):
+            assert {"psnr", "ssim", "ms_ssim", "roi_mae", "roi_psnr", "roi_edge_mae"} <= set(
+                report["phases"][phase][split]
+            )
+    assert set(report["loss_weights"]) == {"global", "l1", "edge"}
+    assert (tmp_path / "runs/quick/report/metrics.md").exists() and (tmp_path / "runs/quick/train.log").exists()
+    assert any((tmp_path / "runs/quick/tensorboard").iterdir())
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path):
+    run_workflow(tmp_path / "a")
+    run_workflow(tmp_path / "b")
+    first = json.loads((tmp_path / "a/runs/quick/report/metrics.json").read_text())["phases"]
+    second = json.loads((tmp_path / "b/runs/quick/report/metrics.json").read_text())["phases"]
+    assert first == second
+
+
+def test_run_ids_train_one_phase_each(tmp_path):
+    run_workflow(tmp_path, run_id="train_phase1")
+    assert (tmp_path / "models/phase1/model.pt").exists() and not (tmp_path / "models/model.pt").exists()
+    run_workflow(tmp_path, run_id="train_phase2")
+    assert (tmp_path / "models/model.pt").exists()
+
+
+def test_phase2_without_phase1_says_what_is_missing(tmp_path):
+    with pytest.raises(Exception, match="best phase-1 model"):
+        run_workflow(tmp_path, run_id="train_phase2")
+
+
+def _start(settings: dict, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", CONFIG, *cli_args(settings)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def _kill_when(process: subprocess.Popen, path: Path, timeout: float = 240.0) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the run ended before the checkpoint to kill at appeared"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("phase", ["phase1", "phase2"])
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, phase):
+    settings = tiny(tmp_path, phase1_epochs=6, phase2_epochs=6, **{"synthetic#per_site": 10})
+    checkpoints = tmp_path / "runs/quick/checkpoints" / phase
+    _kill_when(_start(settings, tmp_path / "first.log"), checkpoints / "checkpoint_epoch=2.pt")
+    assert not (tmp_path / f"runs/quick/{phase}_complete.json").exists()
+    second = _start(settings, tmp_path / "second.log")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    resumed = [line for line in log.splitlines() if "resumed from" in line]
+    assert resumed and f"checkpoints/{phase}/checkpoint_epoch=" in resumed[0]
+    assert int(resumed[0].split("checkpoint_epoch=")[1].split(".pt")[0]) >= 2
+    if phase == "phase2":
+        assert "phase 1: already complete" in log
+    marker = json.loads((tmp_path / f"runs/quick/{phase}_complete.json").read_text())
+    assert marker["epochs_run"] == 6
+    assert (tmp_path / "runs/quick/report/metrics.json").exists()
+
+
+def test_two_process_cpu_ddp_training(tmp_path):
+    overlay = str(ROOT / "configs" / "multi_gpu_train.json")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    bundle_run = ["-m", "monai.bundle", "run", "training", "--config_file", json.dumps([CONFIG, overlay])]
+    command = [*launcher, *bundle_run, *cli_args(tiny(tmp_path))]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    logs = [(tmp_path / f"runs/quick/train_rank{rank}.log").read_text() for rank in (0, 1)]
+    weights = [
+        line.split("weights ")[-1] for log in logs for line in log.splitlines() if "gradient calibration" in line
+    ]
+    assert len(weights) == 2 and weights[0] == weights[1]  # both ranks use the same calibrated weights
+    assert (tmp_path / "models/model.pt").exists() and (tmp_path / "runs/quick/report/metrics.json").exists()
