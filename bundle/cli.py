@@ -23,6 +23,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         formats=formats,
         masks=args.masks,
         progress=not args.quiet,
+        standard_only=args.standard_only,
+        calipers=False if args.no_calipers else None,
     )
     entries = load_validated_datalist(path)
     print(f"synth: wrote {len(entries)} images from {args.sites} site(s); datalist: {path}")
@@ -73,6 +75,35 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_protocol(args: argparse.Namespace) -> int:
+    import json
+
+    from bundle.protocol import VARIANTS, ProtocolSettings, run_protocol
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    settings = ProtocolSettings(
+        output_dir=Path(args.output),
+        dataset_dir=Path(args.dataset_dir),
+        sites=args.sites,
+        seeds=args.seeds,
+        variants=list(VARIANTS) if args.variants == ["all"] else args.variants,
+        ablation_sites=args.ablation_sites,
+        phase1_epochs=args.phase1_epochs,
+        phase2_epochs=args.phase2_epochs,
+        fidelity_per_site=args.fidelity_per_site,
+        overrides=overrides,
+    )
+    markdown = run_protocol(settings, report_only=args.report_only)
+    print(f"protocol: read {markdown} first")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per utility."""
     parser = argparse.ArgumentParser(prog="python -m bundle", description="fetal_nt_roi_cae utilities.")
@@ -87,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes; output is identical for any count")
     p.add_argument("--formats", default="png", help="comma list of png, dcm, nii (first one is the datalist image)")
     p.add_argument("--masks", action="store_true", help="also write tissue label maps (datalist key 'label')")
+    p.add_argument("--standard-only", action="store_true", help="only standard planes (measurement studies)")
+    p.add_argument("--no-calipers", action="store_true", help="never burn NT calipers into the images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
@@ -113,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="docs/images/synthetic_montage.png", help="PNG to write")
     p.add_argument("--per-site", type=int, default=4, help="images per site")
     p.set_defaults(func=_cmd_montage)
+
+    p = sub.add_parser("protocol", help="train and evaluate all site rotations, seeds and ablations; one report")
+    p.add_argument("--output", default="runs/protocol", help="protocol folder (runs/ and report/)")
+    p.add_argument("--dataset-dir", default="data/synthetic", help="dataset folder (synthetic data made when missing)")
+    p.add_argument("--sites", type=int, nargs="+", default=[0, 1, 2], help="held-out sites, one rotation each")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument(
+        "--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.VARIANTS"
+    )
+    p.add_argument("--ablation-sites", type=int, nargs="*", default=[2], help="rotations that also run the ablations")
+    p.add_argument("--phase1-epochs", type=int, default=60, help="phase-1 epochs per run")
+    p.add_argument("--phase2-epochs", type=int, default=30, help="phase-2 epochs per run")
+    p.add_argument(
+        "--fidelity-per-site", type=int, default=10, help="native images per site for NT measurement fidelity"
+    )
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="extra training settings, e.g. batch_size=32")
+    p.add_argument("--report-only", action="store_true", help="only aggregate finished runs")
+    p.set_defaults(func=_cmd_protocol)
 
     p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
     p.add_argument("--quick", action="store_true", help="small counts, seconds (smoke run)")

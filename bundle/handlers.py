@@ -406,3 +406,60 @@ class EarlyStopOnValidation:
         if self.counter >= self.patience:
             logger.info(f"early stopping: {self.metric} did not improve for {self.patience} validations")
             engine.terminate()
+
+
+class PerImageMetricsSaver:
+    """Collect every reconstruction metric per image during evaluation; write CSVs and a summary.
+
+    Attach to an evaluator run with ``decollate=False``. At completion writes, atomically,
+    ``output_dir/per_image.csv``, ``output_dir/per_site.csv`` (means per site) and
+    ``output_dir/summary.json`` (means per site and overall).
+
+    Args:
+        output_dir: folder of the outputs.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Collect after every iteration, write at completion."""
+        engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine: Engine) -> None:
+        """Add the current batch's rows."""
+        from bundle.report import per_image_rows
+
+        self.rows += per_image_rows(engine.state.output["pred"], engine.state.batch)
+
+    def write(self, engine: Engine) -> None:
+        """Write the files (rank 0)."""
+        import csv
+        import io
+
+        from bundle.atomic import atomic_write_text
+        from bundle.report import ALL_METRICS
+
+        if not is_rank0() or not self.rows:
+            return
+        columns = ["case_id", "site", "roi_area_px", *ALL_METRICS]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.output_dir / "per_image.csv", buffer.getvalue())
+        sites = sorted({r["site"] for r in self.rows})
+        summary = {
+            "all": {m: sum(r[m] for r in self.rows) / len(self.rows) for m in ALL_METRICS} | {"n": len(self.rows)}
+        }
+        for site in sites:
+            rows = [r for r in self.rows if r["site"] == site]
+            summary[f"site{site}"] = {m: sum(r[m] for r in rows) / len(rows) for m in ALL_METRICS} | {"n": len(rows)}
+        lines = [",".join(["group", "n", *ALL_METRICS])]
+        lines += [",".join([group, str(v["n"]), *(f"{v[m]:.6f}" for m in ALL_METRICS)]) for group, v in summary.items()]
+        atomic_write_text(self.output_dir / "per_site.csv", "\n".join(lines) + "\n")
+        atomic_write_json(self.output_dir / "summary.json", summary)
+        logger.info(f"evaluation of {len(self.rows)} images written to {self.output_dir} (per_image.csv, per_site.csv)")

@@ -50,43 +50,50 @@ def _content_boxes(letterbox: dict, batch_size: int) -> list[tuple[int, int, int
     return boxes
 
 
-@torch.no_grad()
-def evaluate_network(network: nn.Module, data_loader, device: str | torch.device = "cpu") -> list[dict]:
-    """Per-image metrics of a network over a loader of letterboxed items.
+def per_image_rows(preds: torch.Tensor, batch: dict) -> list[dict]:
+    """Every metric of :data:`ALL_METRICS` for each image of a batch.
 
     Args:
-        network: the autoencoder (set to eval mode here).
-        data_loader: yields batches with ``image``, ``roi_mask``, ``letterbox``, ``case_id``, ``site``.
-        device: where to run.
+        preds: reconstructions (B, 1, S, S).
+        batch: the collated batch (``image``, ``roi_mask``, ``letterbox``, ``case_id``, ``site``).
 
     Returns:
-        one dict per image with ``case_id``, ``site`` and every metric of :data:`ALL_METRICS`.
+        one dict per image with ``case_id``, ``site``, ``roi_area_px`` and the metrics.
     """
+    images = torch.as_tensor(batch["image"]).float().to(preds.device)
+    masks = torch.as_tensor(batch["roi_mask"]).float().to(preds.device)
+    preds = preds.float()
+    values = {
+        "psnr": psnr(preds, images),
+        "ssim": ssim(preds, images),
+        "ms_ssim": ms_ssim(preds, images),
+        "roi_mae": roi_mae(preds, images, masks),
+        "roi_psnr": psnr(preds, images, mask=masks),
+        "roi_edge_mae": roi_edge_error(preds, images, masks),
+    }
+    rows = []
+    for i, (x0, y0, x1, y1) in enumerate(_content_boxes(batch["letterbox"], len(images))):
+        p, y = preds[i : i + 1, :, y0:y1, x0:x1], images[i : i + 1, :, y0:y1, x0:x1]
+        row = {"case_id": batch["case_id"][i], "site": int(batch["site"][i]), "roi_area_px": float(masks[i].sum())}
+        row.update({name: float(v[i]) for name, v in values.items()})
+        row.update(
+            {
+                "psnr_content": float(psnr(p, y)),
+                "ssim_content": float(ssim(p, y)),
+                "ms_ssim_content": float(ms_ssim(p, y)),
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def evaluate_network(network: nn.Module, data_loader, device: str | torch.device = "cpu") -> list[dict]:
+    """Per-image metrics (:func:`per_image_rows`) of a network over a loader of letterboxed items."""
     network.eval()
     rows = []
     for batch in data_loader:
-        images = torch.as_tensor(batch["image"]).float().to(device)
-        masks = torch.as_tensor(batch["roi_mask"]).float().to(device)
-        preds = network(images).float()
-        values = {
-            "psnr": psnr(preds, images),
-            "ssim": ssim(preds, images),
-            "ms_ssim": ms_ssim(preds, images),
-            "roi_mae": roi_mae(preds, images, masks),
-            "roi_psnr": psnr(preds, images, mask=masks),
-            "roi_edge_mae": roi_edge_error(preds, images, masks),
-        }
-        content = {name: [] for name in CONTENT_METRICS}
-        for i, (x0, y0, x1, y1) in enumerate(_content_boxes(batch["letterbox"], len(images))):
-            p, y = preds[i : i + 1, :, y0:y1, x0:x1], images[i : i + 1, :, y0:y1, x0:x1]
-            content["psnr_content"].append(float(psnr(p, y)))
-            content["ssim_content"].append(float(ssim(p, y)))
-            content["ms_ssim_content"].append(float(ms_ssim(p, y)))
-        for i in range(len(images)):
-            row = {"case_id": batch["case_id"][i], "site": int(batch["site"][i])}
-            row.update({name: float(v[i]) for name, v in values.items()})
-            row.update({name: content[name][i] for name in CONTENT_METRICS})
-            rows.append(row)
+        rows += per_image_rows(network(torch.as_tensor(batch["image"]).float().to(device)), batch)
     return rows
 
 
@@ -243,7 +250,7 @@ def write_report(
     if deltas:
         atomic_write_text(report_dir / "metrics.md", _markdown(results, deltas, loss_weights))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["phase", "split", "case_id", "site", *ALL_METRICS])
+    writer = csv.DictWriter(buffer, fieldnames=["phase", "split", "case_id", "site", "roi_area_px", *ALL_METRICS])
     writer.writeheader()
     writer.writerows(per_image)
     atomic_write_text(report_dir / "per_image.csv", buffer.getvalue())

@@ -423,3 +423,57 @@ class RandGainGammad(Randomizable, MapTransform):
         for key in self.key_iterator(d):
             d[key] = (self._gain * d[key].clamp_min(0) ** self._gamma).clamp(0, 1)
         return d
+
+
+class RandROIJitterd(Randomizable, MapTransform):
+    """Randomly shift and scale the NT box and rebuild its mask: training with imprecise boxes.
+
+    Args:
+        keys: box key(s) (canvas pixels), normally ``"roi"``.
+        mask_key: mask rebuilt from the first jittered box.
+        reference_key: image whose (H, W) the mask takes.
+        max_shift_px: largest shift along each axis (uniform in [-max, max]).
+        scale_range: (low, high) scale of the box about its centre.
+        prob: probability of applying.
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "roi",
+        mask_key: str = "roi_mask",
+        reference_key: str = "image",
+        max_shift_px: float = 4.0,
+        scale_range: tuple[float, float] = (0.8, 1.2),
+        prob: float = 0.5,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.reference_key = reference_key
+        self.max_shift_px = max_shift_px
+        self.scale_range = scale_range
+        self.prob = prob
+
+    def randomize(self, data: object = None) -> None:
+        """Draw whether to apply, the shift and the scale."""
+        self._apply = self.R.rand() < self.prob
+        self._shift = self.R.uniform(-self.max_shift_px, self.max_shift_px, size=2)
+        self._scale = float(self.R.uniform(*self.scale_range))
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        """Jitter the box(es) and rebuild the mask."""
+        d = dict(data)
+        self.randomize()
+        if not self._apply or self.max_shift_px <= 0 and self.scale_range == (1.0, 1.0):
+            return d
+        height, width = d[self.reference_key].shape[-2:]
+        for i, key in enumerate(self.key_iterator(d)):
+            x0, y0, x1, y1 = _as_list(d[key])
+            cx, cy = 0.5 * (x0 + x1) + self._shift[0], 0.5 * (y0 + y1) + self._shift[1]
+            hw, hh = 0.5 * self._scale * (x1 - x0), 0.5 * self._scale * (y1 - y0)
+            box = [cx - hw, cy - hh, cx + hw, cy + hh]
+            d[key] = torch.as_tensor(box, dtype=torch.float64)
+            if i == 0:
+                d[self.mask_key] = roi_mask(box, int(height), int(width))
+        return d

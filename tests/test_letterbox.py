@@ -119,3 +119,30 @@ def test_label_maps_use_nearest_resampling():
     labels[:, 10:30, 20:60] = 7
     g = LetterboxGeometry.compute(80, 40, 64)
     assert set(letterbox_image(labels, g, mode="nearest").unique().tolist()) == {0.0, 7.0}
+
+
+def test_random_gain_gamma_keeps_zero_padding_and_range():
+    from bundle.transforms import RandGainGammad
+
+    image = torch.zeros(1, 32, 32)
+    image[:, 8:24, 8:24] = torch.rand(1, 16, 16)
+    transform = RandGainGammad(keys="image", prob=1.0)
+    transform.set_random_state(3)
+    out = transform({"image": image})["image"]
+    assert (out[:, :8] == 0).all() and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, image)
+
+
+def test_roi_jitter_moves_the_box_and_rebuilds_its_mask():
+    from bundle.transforms import RandROIJitterd
+
+    transform = RandROIJitterd(max_shift_px=4, scale_range=(0.8, 1.2), prob=1.0)
+    transform.set_random_state(0)
+    item = {
+        "image": torch.zeros(1, 64, 64),
+        "roi": torch.tensor([10.0, 10.0, 30.0, 20.0]),
+        "roi_mask": torch.zeros(1, 64, 64),
+    }
+    out = transform(item)
+    assert not torch.allclose(out["roi"], item["roi"].double())
+    assert torch.equal(out["roi_mask"], roi_mask(out["roi"], 64, 64))

@@ -52,3 +52,13 @@ def test_network_and_encoder_data_formats():
 
 def test_configs_metadata_is_the_same_file():
     assert (ROOT / "configs" / "metadata.json").resolve() == (ROOT / "metadata.json").resolve()
+
+
+def test_monai_verify_net_in_out_passes_on_the_training_config():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(ROOT / "metadata.json"),
+        config_file=str(ROOT / "configs" / "train.json"),
+    )

@@ -33,6 +33,7 @@ class SynthTask:
     size: tuple[int, int] | None
     formats: tuple[str, ...]
     masks: bool
+    case_options: tuple[tuple[str, object], ...] = ()
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -60,7 +61,7 @@ def parse_size(text: str) -> tuple[int, int] | None:
 
 def render_and_write(task: SynthTask) -> dict:
     """Render one image, write its files, and return its datalist entry."""
-    case = generate_case(task.seed, task.site, task.index, task.size)
+    case = generate_case(task.seed, task.site, task.index, task.size, **dict(task.case_options))
     style = site_style(task.site)
     case_id = f"s{task.site}_{task.index:06d}"
     root = Path(task.output_dir)
@@ -99,6 +100,8 @@ def write_synthetic_dataset(
     formats: tuple[str, ...] = ("png",),
     masks: bool = False,
     progress: bool = True,
+    standard_only: bool = False,
+    calipers: bool | None = None,
 ) -> Path:
     """Render ``per_site`` images for each of ``sites`` sites and write ``datalist.json``.
 
@@ -113,6 +116,8 @@ def write_synthetic_dataset(
             datalist's ``image``, all are listed under ``meta.files``.
         masks: also write tissue label maps (``label`` key), e.g. for segmentation guides.
         progress: show a progress bar.
+        standard_only: only standard planes (e.g. for measurement studies).
+        calipers: force burnt-in NT calipers on (True) or off (False); None draws them per site.
 
     Returns:
         path of the written datalist.
@@ -127,8 +132,13 @@ def write_synthetic_dataset(
         raise ValueError(f"--per-site ({per_site}) and --sites ({sites}) must be at least 1")
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
+    options = tuple(
+        (k, v)
+        for k, v in (("standard_plane", True if standard_only else None), ("calipers", calipers))
+        if v is not None
+    )
     tasks = [
-        SynthTask(str(root), seed, site, index, size, tuple(formats), masks)
+        SynthTask(str(root), seed, site, index, size, tuple(formats), masks, options)
         for site in range(sites)
         for index in range(per_site)
     ]
@@ -148,7 +158,13 @@ def write_synthetic_dataset(
         "name": "fetal_nt_synthetic",
         "description": "Synthetic first-trimester mid-sagittal NT images (convolution model of B-mode), "
         "one style per site. Boxes are [x0, y0, x1, y1] in original pixels, x1/y1 exclusive.",
-        "generator": {"version": GENERATOR_VERSION, "seed": seed, "per_site": per_site, "size": size and list(size)},
+        "generator": {
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "per_site": per_site,
+            "size": size and list(size),
+            "options": dict(options),
+        },
         "sites": {str(site): site_style(site).name for site in range(sites)},
         "data": entries,
     }

@@ -1,0 +1,80 @@
+"""Evaluation helpers: metrics against scikit-image, statistics on known inputs, NT measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from bundle.metrics import psnr, ssim
+from bundle.nt_measure import measure_nt_in_roi
+from bundle.statistics import bootstrap_ci, paired_comparison, seed_spread
+from bundle.synthetic.generator import generate_case
+from bundle.transforms import LetterboxGeometry, letterbox_image, unletterbox_image
+
+
+def test_psnr_and_ssim_match_scikit_image():
+    rng = np.random.default_rng(0)
+    a = rng.random((96, 128))
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
+    ta, tb = (torch.tensor(x, dtype=torch.float64)[None, None] for x in (a, b))
+    assert psnr(tb, ta).item() == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1.0), rel=1e-6)
+    options = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    expected = structural_similarity(a, b, **options)
+    assert ssim(tb, ta).item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
+    values = np.random.default_rng(1).normal(5.0, 1.0, size=400)
+    low, high = bootstrap_ci(values, seed=3)
+    assert low < values.mean() < high
+    assert high - low == pytest.approx(2 * 1.96 / np.sqrt(400), rel=0.2)  # normal theory width
+    assert bootstrap_ci(values, seed=3) == (low, high)
+    assert bootstrap_ci([2.5]) == (2.5, 2.5)
+
+
+def test_paired_comparison_on_known_inputs():
+    before = {f"c{i}": float(i) for i in range(20)}
+    shifted = paired_comparison(before, {k: v + 1.0 for k, v in before.items()})
+    assert shifted["mean_difference"] == pytest.approx(1.0) and shifted["ci_low"] == pytest.approx(1.0)
+    assert shifted["p_value"] < 1e-4  # every pair improves: exact two-sided p = 2 / 2**20
+    assert shifted["relative_pct"] == pytest.approx(100 * 1.0 / 9.5)
+    assert paired_comparison(before, dict(before))["p_value"] == 1.0
+    mixed = paired_comparison(before, {k: v + (1 if i % 2 else -1) for i, (k, v) in enumerate(before.items())})
+    assert mixed["p_value"] > 0.5
+    with pytest.raises(ValueError, match="no image id"):
+        paired_comparison({"a": 1.0}, {"b": 2.0})
+
+
+def test_seed_spread():
+    spread = seed_spread([1.0, 2.0, 3.0])
+    assert spread == {"mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0, "n": 3}
+
+
+def test_nt_measurement_in_the_roi_tracks_known_thickness_at_native_size():
+    truth, measured = [], []
+    for site in range(3):
+        for index, nt_mm in enumerate([1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0]):
+            case = generate_case(17, site, index, None, nt_mm=nt_mm, standard_plane=True, calipers=False)
+            grey = case.image if case.image.ndim == 2 else case.image @ np.array([0.299, 0.587, 0.114])
+            result = measure_nt_in_roi(grey, case.annotation["roi"], case.annotation["pixel_spacing_mm"])
+            assert result is not None
+            truth.append(nt_mm)
+            measured.append(result["nt_mm"])
+    truth, measured = np.array(truth), np.array(measured)
+    assert np.mean(np.abs(measured - truth)) <= max(0.3, 0.2 * truth.mean())
+    assert 0.7 <= np.polyfit(truth, measured, 1)[0] <= 1.2
+
+
+def test_reconstruction_maps_back_to_the_original_geometry():
+    # A canvas "reconstruction" equal to the letterboxed input maps back close to the input.
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 300), torch.linspace(0, 1, 520), indexing="ij")
+    original = (0.4 + 0.3 * torch.sin(4 * xx) * torch.cos(3 * yy))[None]
+    geometry = LetterboxGeometry.compute(520, 300, 256)
+    canvas = letterbox_image(original, geometry)
+    back = unletterbox_image(canvas, geometry)
+    assert back.shape == original.shape
+    assert (back - original).abs()[:, 4:-4, 4:-4].max() < 0.01
+    box = [100.0, 120.0, 220.0, 160.0]  # a box drawn on the canvas lands where the original's was
+    assert geometry.unmap_box(geometry.map_box(box)) == pytest.approx(box)
