@@ -280,6 +280,15 @@ def _phase_networks(parser, root: Path) -> dict:
     }
 
 
+def _finished_main_runs(settings: ProtocolSettings):
+    """Yield ``(site, seed, run root, parsed config)`` of every finished run of the method."""
+    for site in settings.sites:
+        for seed in settings.seeds:
+            root = settings.run_dir(site, seed, MAIN)
+            if (root / "models/model.pt").exists():
+                yield site, seed, root, _run_parser(settings, site, seed)
+
+
 def jitter_study(settings: ProtocolSettings) -> dict:
     """ROI metrics under box perturbations for the main method of every rotation and seed.
 
@@ -289,20 +298,15 @@ def jitter_study(settings: ProtocolSettings) -> dict:
     from bundle.evaluation import roi_jitter_metrics
 
     collected: dict = {}
-    for site in settings.sites:
-        for seed in settings.seeds:
-            root = settings.run_dir(site, seed, MAIN)
-            if not (root / "models/model.pt").exists():
-                continue
-            parser = _run_parser(settings, site, seed)
-            networks = _phase_networks(parser, root)
-            for split, key in (("val", "report#val_dataloader"), ("held_out", "report#held_out_dataloader")):
-                loader = parser.get_parsed_content(key)
-                for phase, network in networks.items():
-                    for perturbation, metrics in roi_jitter_metrics(network, loader).items():
-                        target = collected.setdefault(site, {}).setdefault(split, {}).setdefault(perturbation, {})
-                        for metric, value in metrics.items():
-                            target.setdefault(phase, {}).setdefault(metric, []).append(value)
+    for site, _seed, root, parser in _finished_main_runs(settings):
+        networks = _phase_networks(parser, root)
+        for split, key in (("val", "report#val_dataloader"), ("held_out", "report#held_out_dataloader")):
+            loader = parser.get_parsed_content(key)
+            for phase, network in networks.items():
+                for perturbation, metrics in roi_jitter_metrics(network, loader).items():
+                    target = collected.setdefault(site, {}).setdefault(split, {}).setdefault(perturbation, {})
+                    for metric, value in metrics.items():
+                        target.setdefault(phase, {}).setdefault(metric, []).append(value)
     return {
         site: {
             split: {
@@ -344,18 +348,12 @@ def fidelity_study(settings: ProtocolSettings) -> dict:
         )
     entries = load_validated_datalist(data_dir / "datalist.json")
     rows, summary = [], {}
+    for site, seed, root, parser in _finished_main_runs(settings):
+        canvas = int(parser.get_parsed_content("canvas_size"))
+        for row in measurement_fidelity(_phase_networks(parser, root), entries, canvas):
+            row.update({"held_out_site": site, "seed": seed, "split": "held_out" if row["site"] == site else "source"})
+            rows.append(row)
     for site in settings.sites:
-        for seed in settings.seeds:
-            root = settings.run_dir(site, seed, MAIN)
-            if not (root / "models/model.pt").exists():
-                continue
-            parser = _run_parser(settings, site, seed)
-            canvas = int(parser.get_parsed_content("canvas_size"))
-            for row in measurement_fidelity(_phase_networks(parser, root), entries, canvas):
-                row.update(
-                    {"held_out_site": site, "seed": seed, "split": "held_out" if row["site"] == site else "source"}
-                )
-                rows.append(row)
         for split in ("source", "held_out"):
             subset = [r for r in rows if r["held_out_site"] == site and r["split"] == split]
             if subset:

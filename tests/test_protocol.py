@@ -11,19 +11,9 @@ from monai.bundle import ConfigWorkflow
 from bundle.protocol import ProtocolSettings, run_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "synthetic#per_site": 6,
-    "synthetic#size": [64, 64],
-    "synthetic#workers": 1,
-    "canvas_size": 64,
-    "network_widths": [8, 16, 16, 32, 32],
-    "batch_size": 4,
-    "calibration_batches": 2,
-    "cache_workers": 0,
-}
 
 
-def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_path):
+def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_path, tiny_training):
     settings = ProtocolSettings(
         output_dir=tmp_path / "protocol",
         dataset_dir=tmp_path / "data",
@@ -34,7 +24,7 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
         phase1_epochs=2,
         phase2_epochs=2,
         fidelity_per_site=2,
-        overrides=dict(TINY),
+        overrides=tiny_training,
     )
     markdown = run_protocol(settings).read_text()
     for section in ("paper's form", "confidence intervals", "Ablations", "ROI jitter", "measurement fidelity"):
@@ -57,13 +47,12 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
     assert (tmp_path / "protocol/runs/heldout2_seed0/roi_cae/models/model.pt").stat().st_mtime == before
 
 
-def test_evaluate_overlay_writes_per_image_and_per_site_metrics(tmp_path):
+def test_evaluate_overlay_writes_per_image_and_per_site_metrics(tmp_path, tiny_training):
     settings = {
         "bundle_root": str(tmp_path),
         "dataset_dir": str(tmp_path / "data"),
-        **TINY,
+        **tiny_training,
         "phase1_epochs": 1,
-        "phase2_epochs": 1,
     }
     train = ConfigWorkflow(
         config_file=str(ROOT / "configs/train.json"), workflow_type="train", run_id="training", **settings

@@ -19,23 +19,10 @@ CONFIG = str(ROOT / "configs" / "train.json")
 
 
 def tiny(tmp_path: Path, **extra) -> dict:
-    """Overrides for a run of a few seconds: 6 images per site at 64 px, two epochs per phase."""
-    settings = {
-        "bundle_root": str(tmp_path),
-        "dataset_dir": str(tmp_path / "data"),
-        "synthetic#per_site": 6,
-        "synthetic#size": [64, 64],
-        "synthetic#workers": 1,
-        "canvas_size": 64,
-        "network_widths": [8, 16, 16, 32, 32],
-        "batch_size": 4,
-        "phase1_epochs": 2,
-        "phase2_epochs": 2,
-        "calibration_batches": 2,
-        "cache_workers": 0,
-    }
-    settings.update(extra)
-    return settings
+    """Overrides of a tiny run rooted in ``tmp_path`` (see ``conftest.TINY_TRAINING``)."""
+    from conftest import TINY_TRAINING
+
+    return {"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data"), **TINY_TRAINING, **extra}
 
 
 def cli_args(settings: dict) -> list[str]:
