@@ -450,12 +450,14 @@ def _jitter_table(jitter: dict, names: dict) -> list[str]:
         "## ROI jitter robustness",
         "",
         "The method's ROI metrics scored on NT boxes shifted (mean of 4 directions) or scaled about their "
-        "centre, in canvas pixels. Drop = phase-2 Edge-MAE on the perturbed box minus on the exact box.",
+        "centre, in canvas pixels. Drop = phase-2 Edge-MAE on the perturbed box minus on the exact box. "
+        "Boxes moved onto a flat area (the padding) have no defined Edge-MAE and are left out of it (flat boxes).",
         "",
     ]
     lines += _header(
-        "held out", "split", "box", "phase 1 ROI MAE", "phase 2 ROI MAE", "phase-2 gain", "phase 2 Edge-MAE", "drop"
-    )
+        "held out", "split", "box", "phase 1 ROI MAE", "phase 2 ROI MAE", "phase-2 gain", "phase 2 Edge-MAE", "drop",
+        "flat boxes",
+    )  # fmt: skip
     for site, splits in jitter.items():
         for split, perturbations in splits.items():
             exact = perturbations["exact"]["phase2"]["roi_edge_mae"]
@@ -466,6 +468,7 @@ def _jitter_table(jitter: dict, names: dict) -> list[str]:
                     _row(
                         names.get(site, site), SPLIT_NAMES[split], name, f"{p1['roi_mae']:.4f}", f"{p2['roi_mae']:.4f}",
                         f"{gain:+.2f} %", f"{p2['roi_edge_mae']:.4f}", f"{p2['roi_edge_mae'] - exact:+.4f}",
+                        f"{p2.get('flat_boxes_pct', 0.0):.0f} %",
                     )
                 )  # fmt: skip
     return [*lines, ""]
