@@ -5,6 +5,7 @@ They are deliberately small; the engines, handlers and their wiring live in ``co
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -184,3 +185,39 @@ def run_phase(
         logger.info(f"{name}: starting from {init_weights}")
     logger.info(f"{name}: training for up to {trainer.state.max_epochs} epochs")
     trainer.run()
+
+
+def check_run_settings(output_dir: str | os.PathLike, settings: dict) -> dict:
+    """Refuse to resume a run folder that was made with different settings.
+
+    The first call writes ``output_dir/run_settings.json``; later calls (a re-run that resumes)
+    compare against it, so a changed held-out site or seed can never mix with an older run's
+    checkpoints and completion markers. Epoch counts are not part of the check: an interrupted run
+    may resume with another budget (a phase that completed stays complete).
+
+    Args:
+        output_dir: the run folder.
+        settings: the settings that define the run (JSON-serialisable).
+
+    Returns:
+        the settings.
+
+    Raises:
+        ValueError: naming every changed setting and the fix.
+    """
+    from bundle.atomic import atomic_write_json
+
+    path = Path(output_dir) / "run_settings.json"
+    settings = json.loads(json.dumps(settings))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = {k: {"before": previous.get(k), "now": v} for k, v in settings.items() if previous.get(k) != v}
+        if changed:
+            raise ValueError(
+                f"{output_dir} holds a run made with other settings {changed}; resuming it would mix two runs. "
+                f"Give a new --output_dir (e.g. runs/heldout{settings.get('held_out_site', 'N')}) "
+                f"or delete {output_dir}."
+            )
+    else:
+        atomic_write_json(path, settings)
+    return settings

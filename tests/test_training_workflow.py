@@ -129,3 +129,15 @@ def test_two_process_cpu_ddp_training(tmp_path):
     ]
     assert len(weights) == 2 and weights[0] == weights[1]  # both ranks use the same calibrated weights
     assert (tmp_path / "models/model.pt").exists() and (tmp_path / "runs/quick/report/metrics.json").exists()
+
+
+def test_resuming_a_run_folder_with_other_settings_is_refused(tmp_path):
+    run_workflow(tmp_path, run_id="train_phase1")
+    with pytest.raises(Exception) as info:  # MONAI wraps the ValueError raised inside the config
+        run_workflow(tmp_path, run_id="train_phase1", held_out_site=0)
+    messages, error = [], info.value
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    assert any("other settings" in m and "held_out_site" in m and "--output_dir" in m for m in messages)
+    run_workflow(tmp_path, run_id="train_phase1", phase1_epochs=3)  # another budget is fine
