@@ -228,11 +228,6 @@ class PhaseCompleteHandler:
         atomic_write_json(self.path, {"epochs_run": engine.state.epoch, "max_epochs": engine.state.max_epochs})
 
 
-def _state_of(obj) -> object:
-    """State of a checkpointed object (an engine, module, optimiser or stateful handler)."""
-    return obj.state_dict()
-
-
 class ResumeCheckpointHandler:
     """Save everything needed to resume after every epoch, and resume from the newest save at start.
 
@@ -285,7 +280,7 @@ class ResumeCheckpointHandler:
 
         if not is_rank0():
             return
-        state = {name: _state_of(obj) for name, obj in self.objects.items()}
+        state = {name: obj.state_dict() for name, obj in self.objects.items()}
         state["engine"] = engine.state_dict()
         state["torch_rng"] = torch.get_rng_state()
         path = self.checkpoint_dir / f"checkpoint_epoch={engine.state.epoch}.pt"

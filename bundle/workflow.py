@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -86,19 +85,6 @@ def setup_logging(output_dir: str | os.PathLike, filename: str = "train.log") ->
         console.setFormatter(formatter)
         root.addHandler(console)
     return path
-
-
-def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
-    """Path of the newest ``{prefix}_*epoch=N.pt`` in ``directory`` (highest N), or None."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.glob(f"{prefix}*.pt"):
-        match = re.search(r"epoch=(\d+)", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return str(max(found)[1]) if found else None
 
 
 def phase_is_complete(marker: str | os.PathLike) -> bool:
