@@ -75,18 +75,26 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_protocol(args: argparse.Namespace) -> int:
+def _parse_settings(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` strings as a dict; values are JSON when they parse as JSON, else strings."""
     import json
 
-    from bundle.protocol import VARIANTS, ProtocolSettings, run_protocol
-
     overrides = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"setting {item!r} is not KEY=VALUE (e.g. canvas_size=256)")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
+    return overrides
+
+
+def _cmd_protocol(args: argparse.Namespace) -> int:
+    from bundle.protocol import VARIANTS, ProtocolSettings, run_protocol
+
+    overrides = _parse_settings(args.set)
     settings = ProtocolSettings(
         output_dir=Path(args.output),
         dataset_dir=Path(args.dataset_dir),
@@ -101,6 +109,35 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
     )
     markdown = run_protocol(settings, report_only=args.report_only)
     print(f"protocol: read {markdown} first")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bundle.export import export_encoder
+
+    overrides = _parse_settings(args.set)
+    from bundle.export import DEFAULT_CONFIG, DEFAULT_META
+
+    config_file = args.config_file or DEFAULT_CONFIG
+    results = export_encoder(
+        args.output_dir, args.ckpt, config_file, args.meta_file or DEFAULT_META, args.formats, **overrides
+    )
+    for fmt, result in results.items():
+        diff = result["max_abs_diff"]
+        print(f"export: {result['path']} ({fmt}; max latent difference to the in-bundle encoder {diff:.1e})")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from bundle.embed import score_images, write_rows_csv
+
+    rows = score_images(
+        args.datalist, args.encoder, args.scorer, args.batch_size, args.latents, progress=not args.quiet
+    )
+    write_rows_csv(args.output, rows)
+    failed = sum(1 for r in rows if r["error"])
+    flagged = sum(1 for r in rows if r["ood_flag"] is True)
+    print(f"score: {len(rows)} images, {flagged} flagged as unfamiliar, {failed} unreadable; table: {args.output}")
     return 0
 
 
@@ -165,6 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="only aggregate finished runs")
     p.set_defaults(func=_cmd_protocol)
 
+    p = sub.add_parser("export", help="export the frozen encoder as TorchScript (with metadata) and ONNX")
+    p.add_argument("--output-dir", default="models", help="folder for encoder.ts / encoder.onnx (default models)")
+    p.add_argument("--ckpt", default=None, help="encoder checkpoint (default OUTPUT_DIR/encoder.pt)")
+    p.add_argument(
+        "--config-file", nargs="+", default=None, help="config file(s) defining encoder_def (default train.json)"
+    )
+    p.add_argument("--meta-file", default=None, help="metadata.json to embed (default configs/metadata.json)")
+    p.add_argument("--formats", nargs="+", default=["ts", "onnx"], help="ts and/or onnx (onnx needs the export extra)")
+    p.add_argument(
+        "--set", nargs="*", metavar="KEY=VALUE", help="settings the encoder was trained with, e.g. canvas_size=256"
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("score", help="OOD score and predicted ROI quality per image, from an exported encoder")
+    p.add_argument("datalist", help="datalist JSON or a folder of images")
+    p.add_argument("--encoder", default="models/encoder.ts", help="exported encoder (.ts or .onnx)")
+    p.add_argument("--scorer", default=None, help="fitted scorer (default: scorer.npz beside the encoder)")
+    p.add_argument("--output", default="scores.csv", help="CSV table to write (default scores.csv)")
+    p.add_argument("--latents", default=None, help="also save the latents to this .npz")
+    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_score)
+
     p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
     p.add_argument("--quick", action="store_true", help="small counts, seconds (smoke run)")
     p.add_argument("--suites", nargs="*", default=None, help="suites to run (default all)")
@@ -182,6 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatalistError, ImageReadError, ConversionError, ValueError) as error:
+    except (DatalistError, ImageReadError, ConversionError, ValueError, FileNotFoundError) as error:
         print(f"{Path(sys.argv[0]).name if argv is None else 'bundle'} {args.command}: error: {error}", file=sys.stderr)
         return 2

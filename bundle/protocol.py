@@ -500,8 +500,17 @@ def _fidelity_table(fidelity: dict, names: dict) -> list[str]:
     return [*lines, ""]
 
 
-def protocol_markdown(settings: ProtocolSettings, summary: dict, jitter: dict, fidelity: dict, site_names: dict) -> str:
+def protocol_markdown(
+    settings: ProtocolSettings,
+    summary: dict,
+    jitter: dict,
+    fidelity: dict,
+    site_names: dict,
+    probes: dict | None = None,
+) -> str:
     """The protocol report a person reads first."""
+    from bundle.protocol_probes import probe_table
+
     rotations = ", ".join(site_names.get(s, str(s)) for s in settings.sites)
     lines = [
         "# Evaluation protocol report",
@@ -515,6 +524,7 @@ def protocol_markdown(settings: ProtocolSettings, summary: dict, jitter: dict, f
         *_ablation_table(summary, site_names),
         *_jitter_table(jitter, site_names),
         *_fidelity_table(fidelity, site_names),
+        *probe_table(probes or {}, site_names),
         "## Figures",
         "",
         "![metric distributions](distributions.png)",
@@ -584,6 +594,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
         path of ``report/protocol.md``.
     """
     from bundle.atomic import atomic_write_json, atomic_write_text
+    from bundle.protocol_probes import probe_study
     from bundle.workflow import datalist_path
 
     unknown = [v for v in settings.variants if v not in VARIANTS]
@@ -600,10 +611,11 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     rows = read_rows(settings)
     if not rows:
         raise RuntimeError(f"no finished runs under {settings.output_dir / 'runs'}; run without --report-only first")
-    print("protocol: aggregating, ROI-jitter and measurement-fidelity studies ...", flush=True)
+    print("protocol: aggregating, ROI-jitter, measurement-fidelity and latent-probe studies ...", flush=True)
     summary = summarize_protocol(rows, settings)
     jitter = jitter_study(settings)
     fidelity = fidelity_study(settings)
+    probes = probe_study(settings, _finished_main_runs(settings))
     sites_map = json.loads(datalist_path(settings.dataset_dir).read_text()).get("sites", {})
     site_names = {int(k): v for k, v in sites_map.items()}
     report_dir = settings.output_dir / "report"
@@ -614,6 +626,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
             "summary": summary,
             "jitter": jitter,
             "fidelity": fidelity["summary"],
+            "probes": probes,
         },
     )
     columns = ["variant", "held_out_site", "seed", "phase", "split", "case_id", "site", "roi_area_px", *REPORT_METRICS]
@@ -625,7 +638,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
         atomic_write_text(report_dir / "fidelity.csv", "\n".join(text) + "\n")
     protocol_figures(rows, report_dir, site_names)
     markdown = report_dir / "protocol.md"
-    atomic_write_text(markdown, protocol_markdown(settings, summary, jitter, fidelity, site_names))
+    atomic_write_text(markdown, protocol_markdown(settings, summary, jitter, fidelity, site_names, probes))
     print(
         f"protocol: report written to {report_dir} (protocol.md, protocol.json, per_image.csv, fidelity.csv, figures)"
     )

@@ -27,7 +27,8 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
         overrides=tiny_training,
     )
     markdown = run_protocol(settings).read_text()
-    for section in ("paper's form", "confidence intervals", "Ablations", "ROI jitter", "measurement fidelity"):
+    sections = ("paper's form", "confidence intervals", "Ablations", "ROI jitter", "measurement fidelity", "probes per")
+    for section in sections:
         assert section in markdown, section
     report = json.loads((tmp_path / "protocol/report/protocol.json").read_text())
     comparison = report["summary"]["rotations"]["2"]["held_out"]["roi_mae"]["phase2_minus_phase1"]
@@ -36,6 +37,8 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
     jitter = report["jitter"]["2"]["held_out"]
     assert {"exact", "shift 2 px", "shift 4 px", "shift 8 px", "scale 0.8", "scale 1.2"} == set(jitter)
     assert jitter["exact"]["phase1"] != jitter["exact"]["phase2"]  # two different checkpoints
+    assert 0 <= report["probes"]["2"]["phase2"]["Mahalanobis AUROC"] <= 1
+    assert (tmp_path / "protocol/runs/heldout1_seed1/roi_cae/runs/quick/probes/probes.json").exists()
     assert (tmp_path / "protocol/report/distributions.png").exists()
     assert (tmp_path / "protocol/report/fidelity.csv").exists()
     # The variant reused the method's phase 1 instead of retraining it.

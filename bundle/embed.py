@@ -1,0 +1,193 @@
+"""Embed and score images with an exported encoder: ``python -m bundle score DATALIST --encoder models/encoder.ts``.
+
+For each image: letterbox to the encoder's canvas, encode with the TorchScript (``.ts``) or ONNX
+(``.onnx``) encoder, then score the latent with the :class:`~bundle.scoring.LatentScorer` saved
+beside it (OOD distances, a flag, and the predicted ROI Edge-MAE). An image that cannot be read
+gets a row with its error; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bundle.atomic import atomic_write_text
+from bundle.readers import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, ImageReadError, read_image
+from bundle.scoring import SCORE_COLUMNS, LatentScorer, load_scorer
+from bundle.transforms import LetterboxGeometry, letterbox_image
+
+logger = logging.getLogger("fetal_nt_roi_cae")
+
+IMAGE_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+COLUMNS = ("image", "case_id", "site", *SCORE_COLUMNS, "error")
+
+
+def list_images(source: str | os.PathLike) -> list[dict]:
+    """Entries (``image``, and ``case_id``/``site`` when known) from a JSON datalist or a folder of images.
+
+    Args:
+        source: a datalist JSON (``{"data": [{"image": ...}, ...]}``; relative paths start at its
+            folder) or a folder searched recursively for PNG/JPG/BMP/TIFF, DICOM and NIfTI files.
+
+    Returns:
+        one dict per image with an absolute ``image`` path.
+
+    Raises:
+        DatalistError: when the datalist cannot be read.
+        ValueError: when the folder holds no supported image.
+    """
+    from bundle.datalist import read_datalist_json, resolve_path
+
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return [{"image": str(p), "case_id": str(p.relative_to(path))} for p in files]
+    datalist = read_datalist_json(path)
+    entries = []
+    for index, entry in enumerate(datalist["data"]):
+        image = entry.get("image") if isinstance(entry, dict) else None
+        if not isinstance(image, str):
+            raise ValueError(f"{path}: data[{index}] has no 'image' path; every entry needs one")
+        entries.append(
+            {
+                "image": str(resolve_path(image, path.parent)),
+                "case_id": str(entry.get("case_id", image)),
+                "site": entry.get("site", ""),
+            }
+        )
+    return entries
+
+
+class ExportedEncoder:
+    """An exported encoder file (TorchScript ``.ts`` or ONNX ``.onnx``) and its canvas size.
+
+    Args:
+        path: the exported file.
+        canvas_size: input side; read from the embedded metadata when None.
+    """
+
+    def __init__(self, path: str | os.PathLike, canvas_size: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no exported encoder; run python -m bundle export first")
+        if self.path.suffix == ".onnx":
+            import onnx
+            import onnxruntime
+
+            metadata = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
+            meta = json.loads(metadata.get("metadata", "{}"))
+            self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        else:
+            extra = {"metadata.json": ""}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
+                self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra).eval()
+            meta = json.loads(extra["metadata.json"] or "{}")
+        shape = meta.get("encoder_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape")
+        self.canvas_size = int(canvas_size or (shape[0] if shape else 0))
+        if self.canvas_size <= 0:
+            raise ValueError(f"{self.path}: no canvas size in the embedded metadata; pass --canvas-size")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Latents (B, D) of letterboxed images (B, 1, S, S) in [0, 1]."""
+        if self.path.suffix == ".onnx":
+            return self._session.run(["latent"], {"image": np.asarray(images, np.float32)})[0]
+        with torch.no_grad():
+            return self._module(torch.as_tensor(images, dtype=torch.float32)).numpy()
+
+
+def _letterboxed(entry: dict, canvas_size: int) -> np.ndarray:
+    array = read_image(entry["image"]).array
+    if not np.isfinite(array).all():
+        raise ImageReadError(f"{entry['image']}: pixel values include NaN or Inf; re-export the image")
+    geometry = LetterboxGeometry.compute(array.shape[1], array.shape[0], canvas_size)
+    return letterbox_image(torch.from_numpy(array)[None], geometry).numpy()
+
+
+def _batches(entries: list[dict], canvas_size: int, batch_size: int) -> Iterator[tuple[list[dict], np.ndarray | None]]:
+    """Yield (entries, images) batches; unreadable entries come alone with ``None`` and an ``error``."""
+    good, images = [], []
+    for entry in entries:
+        try:
+            image = _letterboxed(entry, canvas_size)
+        except (ImageReadError, OSError, ValueError) as error:
+            yield [{**entry, "error": str(error)}], None
+            continue
+        good.append(entry)
+        images.append(image)
+        if len(good) == batch_size:
+            yield good, np.stack(images)
+            good, images = [], []
+    if good:
+        yield good, np.stack(images)
+
+
+def score_images(
+    source: str | os.PathLike,
+    encoder: str | os.PathLike,
+    scorer: str | os.PathLike | LatentScorer | None = None,
+    batch_size: int = 16,
+    latents_out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Embed and score every image of a datalist or folder.
+
+    Args:
+        source: datalist JSON or image folder (see :func:`list_images`).
+        encoder: exported encoder (``.ts`` or ``.onnx``).
+        scorer: fitted scorer or its ``.npz`` (default: ``scorer.npz`` beside the encoder).
+        batch_size: images per encoder call.
+        latents_out: optional ``.npz`` for the latents of the readable images (``case_id``, ``z``).
+        progress: show a progress bar.
+
+    Returns:
+        one row per image with :data:`COLUMNS` (scores empty and ``error`` set when unreadable).
+    """
+    from tqdm import tqdm
+
+    model = ExportedEncoder(encoder)
+    fitted = (
+        scorer if isinstance(scorer, LatentScorer) else load_scorer(scorer or Path(encoder).with_name("scorer.npz"))
+    )
+    entries = list_images(source)
+    rows, case_ids, latents = [], [], []
+    with tqdm(total=len(entries), desc="score", unit="img", disable=not progress) as bar:
+        for batch, images in _batches(entries, model.canvas_size, batch_size):
+            if images is None:
+                rows.append({**{c: "" for c in COLUMNS}, **batch[0]})
+                logger.warning("skipped %s", batch[0]["error"])
+            else:
+                z = model(images)
+                scores = fitted.score(z)
+                for i, entry in enumerate(batch):
+                    row = {c: "" for c in COLUMNS} | entry
+                    row.update({name: scores[name][i].item() for name in SCORE_COLUMNS})
+                    rows.append(row)
+                case_ids += [e["case_id"] for e in batch]
+                latents.append(z)
+            bar.update(len(batch))
+    if latents_out is not None and latents:
+        from bundle.latents import save_latents
+
+        save_latents(latents_out, {"case_id": np.asarray(case_ids), "z": np.concatenate(latents)})
+    return rows
+
+
+def write_rows_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write score rows as CSV atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
