@@ -95,7 +95,7 @@ def export_onnx(
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for log in quiet:
-            log.setLevel(logging.WARNING)
+            log.setLevel(logging.ERROR)
         program = torch.onnx.export(
             encoder,
             (example,),

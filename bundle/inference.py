@@ -1,0 +1,334 @@
+"""Streaming inference: per image the reconstruction in the original geometry, the latent, metrics and scores.
+
+The pieces plug into a MONAI ``SupervisedEvaluator`` (``configs/inference.json``):
+
+- :func:`inference_items` lists a folder of images or a datalist (an NT box is optional);
+- :class:`SafeLoadUltrasoundImaged` loads an image or, when the file cannot be read, records the
+  error and puts a blank placeholder in its place so the run goes on;
+- :func:`collate_items` stacks the images and keeps every other field as a per-item list (boxes
+  may be missing for some images);
+- :class:`LatentInferer` returns the reconstruction and the latent from one encoder pass;
+- :class:`InferenceWriter` maps each reconstruction back through the letterbox inverse and writes
+  it (same format as the input where sensible, PNG otherwise), the latent as ``.npy``, and one
+  row of ``results.csv`` / ``results.json`` per image, all atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.config import KeysCollection
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+from torch import nn
+
+from bundle.atomic import atomic_path, atomic_write_json, atomic_write_text
+from bundle.embed import IMAGE_SUFFIXES
+from bundle.metrics import ms_ssim, psnr, roi_edge_error, roi_mae, ssim
+from bundle.readers import ImageReadError
+from bundle.transforms import LetterboxGeometry, LoadUltrasoundImage, unletterbox_image
+
+logger = logging.getLogger("fetal_nt_roi_cae")
+
+ROW_COLUMNS = (
+    "case_id",
+    "image",
+    "status",
+    "error",
+    "original_width",
+    "original_height",
+    "reconstruction",
+    "latent",
+    "psnr",
+    "ssim",
+    "ms_ssim",
+    "roi_mae",
+    "roi_edge_mae",
+    "roi_psnr",
+    "ood_mahalanobis",
+    "ood_knn",
+    "ood_flag",
+    "predicted_roi_edge_mae",
+)
+
+
+def _case_name(path: Path, root: Path | None) -> str:
+    relative = path.relative_to(root) if root is not None else Path(path.name)
+    name = str(relative)
+    for suffix in (".nii.gz", *IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
+
+
+def inference_items(source: str | os.PathLike) -> list[dict]:
+    """Inference items from a folder of images or a datalist JSON.
+
+    Args:
+        source: a folder (searched recursively for PNG/JPG/BMP/TIFF, DICOM and NIfTI files) or a
+            datalist JSON whose entries have ``image`` and optionally ``roi`` ``[x0, y0, x1, y1]``
+            (original pixels) and ``case_id``.
+
+    Returns:
+        items with ``image`` (path), ``roi`` (list or None) and a unique, file-name-safe ``case_id``.
+
+    Raises:
+        DatalistError: when the datalist cannot be read.
+        ValueError: when the folder holds no supported image or an entry has no image path.
+    """
+    from bundle.datalist import read_datalist_json, resolve_path
+
+    path = Path(source)
+    items = []
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise ValueError(
+                f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; pass a folder or datalist"
+            )
+        items = [{"image": str(p), "image_path": str(p), "roi": None, "case_id": _case_name(p, path)} for p in files]
+    else:
+        datalist = read_datalist_json(path)
+        for index, entry in enumerate(datalist["data"]):
+            image = entry.get("image") if isinstance(entry, dict) else None
+            if not isinstance(image, str):
+                raise ValueError(f"{path}: data[{index}] has no 'image' path; every entry needs one")
+            roi = entry.get("roi")
+            case = entry.get("case_id") or _case_name(Path(image), None)
+            resolved = str(resolve_path(image, path.parent))
+            items.append(
+                {
+                    "image": resolved,
+                    "image_path": resolved,
+                    "roi": [float(v) for v in roi] if roi is not None else None,
+                    "case_id": re.sub(r"[^A-Za-z0-9._-]+", "_", str(case)),
+                }
+            )
+    seen: dict[str, int] = {}
+    for item in items:  # two files with the same name in different entries must not overwrite each other
+        count = seen.get(item["case_id"], 0)
+        seen[item["case_id"]] = count + 1
+        if count:
+            item["case_id"] = f"{item['case_id']}_{count}"
+    return items
+
+
+class SafeLoadUltrasoundImaged(MapTransform):
+    """Load images like :class:`~bundle.transforms.LoadUltrasoundImaged`, recording unreadable files.
+
+    An unreadable file (or one with NaN/Inf pixels) gets ``error`` set to the reader's message
+    (file, reason, fix) and a blank 8x8 placeholder image, so a batch run reports it and goes on.
+
+    Args:
+        keys: keys holding file paths.
+        error_key: item key for the error message (None when the image loaded).
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection, error_key: str = "error", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadUltrasoundImage()
+        self.error_key = error_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        """Load every key; see the class docstring."""
+        d = dict(data)
+        d.setdefault(self.error_key, None)
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self.loader(d[key])
+            except (ImageReadError, OSError, ValueError) as error:
+                d[self.error_key] = str(error)
+                d[key] = torch.zeros(1, 8, 8)
+        return d
+
+
+def collate_items(items: Sequence[dict]) -> dict:
+    """Stack ``image`` into one tensor; keep every other field as a per-item list (boxes may be None)."""
+    batch: dict = {key: [item.get(key) for item in items] for key in items[0]}
+    images = [item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"] for item in items]
+    batch["image"] = torch.stack([torch.as_tensor(image).float() for image in images])
+    return batch
+
+
+def prepare_image(batchdata: dict, device=None, non_blocking: bool = False, **kwargs) -> tuple[torch.Tensor, None]:
+    """``prepare_batch`` for inference: the images on ``device`` and no target."""
+    return batchdata["image"].to(device=device, non_blocking=non_blocking), None
+
+
+class LatentInferer(Inferer):
+    """Run an autoencoder once and return ``{"pred": reconstruction, "latent": z}``."""
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Encode and decode ``inputs`` with ``network`` (``encode``/``decode``; DDP-wrapped is fine)."""
+        module = network.module if hasattr(network, "module") else network
+        z = module.encode(inputs)
+        return {"pred": module.decode(z), "latent": z}
+
+
+def _image_metrics(pred: torch.Tensor, image: torch.Tensor, roi: list | None) -> dict[str, float]:
+    """Whole-canvas PSNR/SSIM/MS-SSIM, and ROI metrics when a box is given (canvas pixels)."""
+    from bundle.transforms import roi_mask
+
+    p, y = pred[None].float(), image[None].float()
+    out = {"psnr": float(psnr(p, y)), "ssim": float(ssim(p, y)), "ms_ssim": float(ms_ssim(p, y))}
+    if roi is not None:
+        mask = roi_mask([float(v) for v in roi], y.shape[-2], y.shape[-1])[None].float()
+        if mask.sum() > 0:
+            out.update(
+                {
+                    "roi_mae": float(roi_mae(p, y, mask)),
+                    "roi_edge_mae": float(roi_edge_error(p, y, mask)),
+                    "roi_psnr": float(psnr(p, y, mask=mask)),
+                }
+            )
+    return out
+
+
+def _write_reconstruction(path_in: str, recon: np.ndarray, out_dir: Path, case_id: str) -> Path:
+    """Write a (H, W) reconstruction in [0, 1] as the input's format where sensible, PNG otherwise."""
+    from PIL import Image
+
+    name = path_in.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        target = out_dir / f"{case_id}.nii.gz"
+        with atomic_path(target) as tmp:
+            nib.save(nib.Nifti1Image(recon.T.astype(np.float32), np.eye(4)), str(tmp))
+        return target
+    if name.endswith((".dcm", ".dicom")):
+        target = out_dir / f"{case_id}.dcm"
+        _write_derived_dicom(path_in, recon, target)
+        return target
+    target = out_dir / f"{case_id}.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(recon * 255.0), 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return target
+
+
+def _write_derived_dicom(source: str, recon: np.ndarray, target: Path) -> None:
+    """A derived 8-bit grey DICOM: the source's header (patient/study kept), new series and instance UIDs."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SeriesDescription = "fetal_nt_roi_cae reconstruction"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    for tag in ("PlanarConfiguration", "NumberOfFrames", "RedPaletteColorLookupTableData"):
+        if tag in ds:
+            delattr(ds, tag)
+    ds.Rows, ds.Columns = recon.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.clip(np.rint(recon * 255.0), 0, 255).astype(np.uint8).tobytes()
+    with atomic_path(target) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)
+
+
+class InferenceWriter:
+    """Ignite handler: write reconstructions, latents and the results table of an inference run.
+
+    Args:
+        output_dir: output folder (``reconstructions/``, ``latents/``, ``results.csv``, ``results.json``).
+        scorer_path: fitted :class:`~bundle.scoring.LatentScorer` (``models/scorer.npz``); scores are
+            left empty when the file does not exist.
+        progress: show a progress bar over images.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, scorer_path: str | os.PathLike | None = None, progress: bool = False
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.scorer = None
+        if scorer_path is not None and os.path.exists(scorer_path):
+            from bundle.scoring import load_scorer
+
+            self.scorer = load_scorer(scorer_path)
+        elif scorer_path is not None:
+            logger.warning("no scorer at %s: OOD and quality columns stay empty (run save_latents)", scorer_path)
+        self.progress = progress
+        self.rows: list[dict] = []
+        self._bar = None
+
+    def attach(self, engine: Engine) -> None:
+        """Write each batch as it completes and the table when the run completes."""
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write_batch)
+        engine.add_event_handler(Events.COMPLETED, self._finish)
+
+    def _start(self, engine: Engine) -> None:
+        from tqdm import tqdm
+
+        self.rows = []
+        total = len(engine.state.dataloader.dataset) if hasattr(engine.state.dataloader, "dataset") else None
+        self._bar = tqdm(total=total, desc="inference", unit="img", disable=not self.progress)
+
+    def _write_batch(self, engine: Engine) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        preds = output["pred"]["pred"].detach().cpu()
+        latents = output["pred"]["latent"].detach().float().cpu().numpy()
+        images = batch["image"].detach().cpu()
+        scores = self.scorer.score(latents) if self.scorer is not None else None
+        for i, case_id in enumerate(batch["case_id"]):
+            self.rows.append(self._row(batch, i, case_id, preds[i], images[i], latents[i], scores))
+        if self._bar is not None:
+            self._bar.update(len(batch["case_id"]))
+
+    def _row(self, batch: dict, i: int, case_id: str, pred, image, latent, scores) -> dict:
+        row = {column: "" for column in ROW_COLUMNS}
+        row.update({"case_id": case_id, "image": str(batch["image_path"][i])})
+        if batch["error"][i]:
+            row.update({"status": "error", "error": batch["error"][i]})
+            logger.warning("skipped %s", batch["error"][i])
+            return row
+        geometry = LetterboxGeometry.from_dict(batch["letterbox"][i])
+        recon = unletterbox_image(pred, geometry)[0].clamp(0, 1).numpy()
+        width, height = geometry.original_size
+        row.update({"status": "ok", "original_width": width, "original_height": height})
+        row["reconstruction"] = str(
+            _write_reconstruction(row["image"], recon, self.output_dir / "reconstructions", case_id)
+        )
+        latent_path = self.output_dir / "latents" / f"{case_id}.npy"
+        with atomic_path(latent_path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, latent.astype(np.float32))
+        row["latent"] = str(latent_path)
+        row.update(_image_metrics(pred, image, batch["roi"][i]))
+        if scores is not None:
+            row.update({name: values[i].item() for name, values in scores.items()})
+        return row
+
+    def _finish(self, engine: Engine) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(ROW_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.output_dir / "results.csv", buffer.getvalue())
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in self.rows]
+        atomic_write_json(self.output_dir / "results.json", clean)
+        failed = sum(1 for r in self.rows if r["status"] == "error")
+        logger.info(
+            "inference: %d images, %d unreadable; outputs in %s (results.csv, reconstructions/, latents/)",
+            len(self.rows),
+            failed,
+            self.output_dir,
+        )
