@@ -239,6 +239,7 @@ def _write_derived_dicom(source: str, recon: np.ndarray, target: Path) -> None:
     ds.Rows, ds.Columns = recon.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.clip(np.rint(recon * 255.0), 0, 255).astype(np.uint8).tobytes()
+    ds["PixelData"].VR = "OB"  # 8-bit pixels; without a VR pydicom cannot write the ambiguous OB/OW
     with atomic_path(target) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)
 
@@ -332,3 +333,76 @@ class InferenceWriter:
             failed,
             self.output_dir,
         )
+
+
+class Reconstructor:
+    """The bundle's inference for one image at a time, built from ``configs/inference.json``.
+
+    This is the Python API the MONAI Label adapters call. The network, canvas and checkpoint come
+    from the config through :class:`monai.bundle.ConfigParser` (so ``--conf``-style overrides such as
+    ``models_dir`` or ``canvas_size`` work), and the scorer from ``scorer_path`` when it exists.
+
+    Args:
+        config_file: the inference config (default: the bundle's ``configs/inference.json``).
+        overrides: config overrides, e.g. ``{"models_dir": "/path/models"}``.
+
+    Example::
+
+        result = Reconstructor().run("scan.png", roi=[412, 398, 583, 452])
+        result["reconstruction"].shape  # original (H, W)
+        result["scores"]["ood_mahalanobis"]
+    """
+
+    def __init__(self, config_file: str | os.PathLike | None = None, overrides: dict | None = None) -> None:
+        from monai.bundle import ConfigParser
+
+        from bundle.report import load_model_weights
+
+        config_file = config_file or Path(__file__).resolve().parents[1] / "configs" / "inference.json"
+        parser = ConfigParser()
+        parser.read_config(str(config_file))
+        parser.update(overrides or {})
+        self.device = parser.get_parsed_content("device")
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.network = load_model_weights(
+            parser.get_parsed_content("network_def"), parser.get_parsed_content("ckpt_path")
+        )
+        self.network = self.network.to(self.device).eval()
+        scorer_path = parser.get_parsed_content("scorer_path")
+        self.scorer = None
+        if os.path.exists(scorer_path):
+            from bundle.scoring import load_scorer
+
+            self.scorer = load_scorer(scorer_path)
+
+    @torch.no_grad()
+    def run(self, image_path: str | os.PathLike, roi: Sequence[float] | None = None) -> dict:
+        """Reconstruct one image.
+
+        Args:
+            image_path: PNG/JPG/DICOM/NIfTI file.
+            roi: optional NT box ``[x0, y0, x1, y1]`` in original pixels (adds ROI metrics).
+
+        Returns:
+            ``reconstruction`` (H, W) float32 in [0, 1] in the original geometry, ``latent`` (128,)
+            float32, ``metrics`` (dict) and ``scores`` (dict; empty without a scorer).
+
+        Raises:
+            ImageReadError: when the file cannot be read (file, reason and fix in the message).
+        """
+        item = self.preprocessing({"image": str(image_path), "roi": None if roi is None else list(roi)})
+        if item["error"]:
+            raise ImageReadError(item["error"])
+        image = torch.as_tensor(item["image"].as_tensor()).float()
+        output = LatentInferer()(image[None].to(self.device), self.network)
+        pred, latent = output["pred"][0].cpu(), output["latent"][0].float().cpu().numpy()
+        geometry = LetterboxGeometry.from_dict(item["letterbox"])
+        scores = {}
+        if self.scorer is not None:
+            scores = {name: values[0].item() for name, values in self.scorer.score(latent[None]).items()}
+        return {
+            "reconstruction": unletterbox_image(pred, geometry)[0].clamp(0, 1).numpy(),
+            "latent": latent,
+            "metrics": _image_metrics(pred, image, item["roi"]),
+            "scores": scores,
+        }

@@ -35,3 +35,27 @@ TINY_TRAINING = {
 def tiny_training():
     """Training overrides for a run of a few seconds: 6 images per site at 64 px, two epochs per phase."""
     return dict(TINY_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """A finished tiny training run (10 images per site, 64 px): ``(bundle root, settings)``.
+
+    Shared by the export, probe, inference and MONAI Label tests; they only read its models and data.
+    """
+    from pathlib import Path
+
+    from monai.bundle import ConfigWorkflow
+
+    root = tmp_path_factory.mktemp("trained")
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "train.json")
+    settings = {"bundle_root": str(root), "dataset_dir": str(root / "data"), **TINY_TRAINING, "synthetic#per_site": 10}
+    workflow = ConfigWorkflow(config_file=config, workflow_type="train", run_id="training", **settings)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return root, settings
+
+
+#: architecture settings of ``tiny_trained`` that exports and inference must repeat
+TINY_ARCH = {"canvas_size": TINY_TRAINING["canvas_size"], "network_widths": TINY_TRAINING["network_widths"]}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ARCH as ARCH
 from monai.bundle import ConfigWorkflow
 
 from bundle.cli import main
@@ -21,21 +22,11 @@ from bundle.scoring import load_scorer
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "train.json")
 PROBES = str(ROOT / "configs" / "probes.json")
-ARCH = {"canvas_size": 64, "network_widths": [8, 16, 16, 32, 32]}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny finished training run (10 images per site, 64 px) with its latents and scorer."""
-    from conftest import TINY_TRAINING
-
-    root = tmp_path_factory.mktemp("trained")
-    settings = {"bundle_root": str(root), "dataset_dir": str(root / "data"), **TINY_TRAINING, "synthetic#per_site": 10}
-    workflow = ConfigWorkflow(config_file=CONFIG, workflow_type="train", run_id="training", **settings)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return root, settings
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def set_args(settings: dict) -> list[str]:

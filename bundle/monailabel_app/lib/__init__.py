@@ -1,0 +1,1 @@
+"""Task adapters of the MONAI Label app (infer, scoring, strategy, train)."""

@@ -1,0 +1,82 @@
+"""MONAI Label app for fetal_nt_roi_cae: thin adapters over the bundle's own Python API.
+
+- infer ``reconstruction`` (type "others"): the reconstruction as PNG plus JSON with metrics, the
+  OOD scores and the 128-value latent (:class:`bundle.inference.Reconstructor`);
+- scoring ``ood``: stores each image's OOD score in the datastore;
+- strategy ``most_unfamiliar``: the unlabelled image with the highest OOD score (review the most
+  unfamiliar images first);
+- train ``reconstruction``: the bundle's two-phase training on the labelled datastore images (the
+  label of an image is its NT box drawn as a mask).
+
+Start it from the repository root after ``bash bundle/monailabel_app/install.sh`` (see docs/monailabel.md)::
+
+    MONAI_LABEL_AUTO_UPDATE_SCORING=false monailabel start_server --app bundle/monailabel_app
+        --studies path/to/pngs --conf zoo_source github
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from lib.infers import ReconstructionInfer
+from lib.model import SharedReconstructor
+from lib.scoring import OODScoring
+from lib.strategies import MostUnfamiliar
+from lib.trainers import BundleTrain
+from monailabel.interfaces.app import MONAILabelApp
+
+import bundle
+
+logger = logging.getLogger(__name__)
+
+# --conf keys passed on to configs/inference.json (JSON values, except paths).
+CONFIG_OVERRIDES = ("models_dir", "canvas_size", "network_widths", "latent_dim", "norm", "device")
+
+
+def config_overrides(conf: dict) -> dict:
+    """The ``--conf`` values that are bundle config overrides."""
+    overrides = {}
+    for key in CONFIG_OVERRIDES:
+        if key in conf:
+            value = conf[key]
+            overrides[key] = value if key in ("models_dir", "device") else json.loads(value)
+    if "device" in overrides:
+        overrides["device"] = f"$torch.device('{overrides['device']}')"
+    return overrides
+
+
+class FetalNTApp(MONAILabelApp):
+    """The app: one shared model for inference and scoring, the bundle's training for the train task."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict) -> None:
+        self.overrides = config_overrides(conf)
+        self.model = SharedReconstructor(self.overrides)
+        self.bundle_root = str(Path(bundle.__file__).resolve().parents[1])
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="fetal_nt_roi_cae",
+            description="ROI-aware autoencoder for first-trimester NT ultrasound: reconstruction, latent, OOD score",
+            version=bundle.__version__,
+        )
+
+    def init_infers(self) -> dict:
+        """The reconstruction task."""
+        return {"reconstruction": ReconstructionInfer(self.model)}
+
+    def init_scoring_methods(self) -> dict:
+        """The OOD scoring method."""
+        return {"ood": OODScoring(self.model)}
+
+    def init_strategies(self) -> dict:
+        """Most unfamiliar unlabelled image first."""
+        return {"most_unfamiliar": MostUnfamiliar()}
+
+    def init_trainers(self) -> dict:
+        """The bundle's training on the labelled datastore images."""
+        work_dir = os.path.join(self.app_dir, "train_runs")
+        return {"reconstruction": BundleTrain(self.model, self.bundle_root, work_dir, self.overrides)}

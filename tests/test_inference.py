@@ -1,0 +1,114 @@
+"""configs/inference.json: folder and datalist input, original geometry, formats, bad files, check_properties."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_ARCH
+from monai.bundle import ConfigParser, ConfigWorkflow
+from PIL import Image
+
+from bundle.inference import Reconstructor, inference_items
+from bundle.readers import ImageReadError, read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+INFERENCE = str(ROOT / "configs" / "inference.json")
+
+
+def overrides(root: Path) -> list[str]:
+    args = ["--models_dir", str(root / "models")]
+    for key, value in TINY_ARCH.items():
+        args += [f"--{key}", json.dumps(value)]
+    return args
+
+
+def test_inference_config_repeats_the_training_architecture():
+    train, infer = ConfigParser(), ConfigParser()
+    train.read_config(str(ROOT / "configs/train.json"))
+    infer.read_config(INFERENCE)
+    for key in ("canvas_size", "network_widths", "latent_dim", "norm"):
+        assert infer[key] == train[key], key
+
+
+def test_inference_config_passes_check_properties(tiny_trained):
+    root, _ = tiny_trained
+    settings = {"dataset_dir": str(root / "data/datalist.json"), "models_dir": str(root / "models"), **TINY_ARCH}
+    workflow = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", run_id="run", **settings)
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])
+
+
+def test_documented_command_on_a_folder_with_mixed_formats_and_a_corrupt_file(tiny_trained, tmp_path):
+    root, _ = tiny_trained
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    pngs = sorted((root / "data/images/site2").glob("*.png"))[:2]
+    for png in pngs:
+        (folder / png.name).write_bytes(png.read_bytes())
+    # the same synthetic case as DICOM and NIfTI, written by the generator into another folder
+    from bundle.synthetic.dataset import write_synthetic_dataset
+
+    write_synthetic_dataset(
+        tmp_path / "formats", per_site=1, sites=1, size=(64, 64), formats=("dcm", "nii"), progress=False
+    )
+    for path in sorted((tmp_path / "formats/images").rglob("*.*")):
+        (folder / "sub" / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    (folder / "empty.dcm").write_bytes(b"")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", INFERENCE]
+    command += ["--dataset_dir", str(folder), "--output_dir", str(out), *overrides(root)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["case_id"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert len(rows) == 6 and json.loads((out / "results.json").read_text())
+    assert rows["broken"]["status"] == "error" and "broken.png" in rows["broken"]["error"]
+    assert rows["empty"]["status"] == "error" and "empty" in rows["empty"]["error"]
+    suffixes = {Path(r["reconstruction"]).name.split(".", 1)[1] for r in rows.values() if r["status"] == "ok"}
+    assert suffixes == {"png", "dcm", "nii.gz"}
+    for row in rows.values():
+        if row["status"] != "ok":
+            continue
+        original = read_image(row["image"]).array
+        assert read_image(row["reconstruction"]).array.shape == original.shape  # original geometry
+        assert np.load(row["latent"]).shape == (128,)
+        assert float(row["ood_mahalanobis"]) > 0 and row["ood_flag"] in ("True", "False")
+        assert row["roi_mae"] == ""  # no box given for folder input
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or "tmp" in p.name]
+    assert not leftovers  # nothing half-written
+
+
+def test_datalist_input_adds_roi_metrics(tiny_trained, tmp_path):
+    root, _ = tiny_trained
+    out = tmp_path / "out"
+    settings = {
+        "dataset_dir": str(root / "data/datalist.json"),
+        "output_dir": str(out),
+        "models_dir": str(root / "models"),
+    }
+    workflow = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", run_id="run", **settings, **TINY_ARCH)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == len(inference_items(root / "data/datalist.json")) == 30
+    assert all(float(r["roi_mae"]) >= 0 and float(r["roi_edge_mae"]) >= 0 for r in rows)
+
+
+def test_reconstructor_api(tiny_trained, tmp_path):
+    root, _ = tiny_trained
+    model = Reconstructor(overrides={"models_dir": str(root / "models"), **TINY_ARCH})
+    image = sorted((root / "data/images/site0").glob("*.png"))[0]
+    result = model.run(image, roi=[10, 10, 30, 20])
+    assert result["reconstruction"].shape == np.asarray(Image.open(image)).shape[:2]
+    assert result["latent"].shape == (128,) and "roi_mae" in result["metrics"]
+    assert {"ood_mahalanobis", "ood_knn", "ood_flag", "predicted_roi_edge_mae"} == set(result["scores"])
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ImageReadError, match="bad.png"):
+        model.run(tmp_path / "bad.png")

@@ -1,0 +1,132 @@
+"""A real MONAI Label server on the bundle's app: info, infer, scoring, active learning, label upload.
+
+Needs the MONAI Label environment (``bash bundle/monailabel_app/install.sh``, run by the README's
+test command and by ``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_ARCH
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "bundle" / "monailabel_app"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method: str, url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read() or b"{}")
+
+
+@pytest.fixture
+def server(tiny_trained, tmp_path):
+    """The documented start command on copies of the app and of four studies; stopped by PID."""
+    try:
+        import monailabel  # noqa: F401
+    except ImportError as error:
+        raise AssertionError("MONAI Label is not installed: run bash bundle/monailabel_app/install.sh") from error
+    root, _ = tiny_trained
+    app, studies = tmp_path / "app", tmp_path / "studies"
+    shutil.copytree(APP, app)
+    studies.mkdir()
+    images = (
+        sorted((root / "data/images/site0").glob("*.png"))[:2] + sorted((root / "data/images/site2").glob("*.png"))[:2]
+    )
+    for image in images:
+        shutil.copy(image, studies / image.name)
+    port = free_port()
+    conf = ["--conf", "zoo_source", "github", "--conf", "models_dir", str(root / "models")]
+    for key, value in TINY_ARCH.items():
+        conf += ["--conf", key, json.dumps(value, separators=(",", ":"))]  # the start script splits on spaces
+    command = ["monailabel", "start_server", "--app", str(app), "--studies", str(studies), *conf]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the script runs `python -m ...`
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "server did not start: " + (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                http("GET", f"{url}/info/")
+                break
+            except OSError:
+                time.sleep(1)
+        yield url, studies, images
+    finally:
+        stop(process)
+        log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop the server and its children by process group (the server's PID leads the group)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_monailabel_server_end_to_end(server, tmp_path):
+    from monailabel.client import MONAILabelClient
+
+    url, studies, images = server
+    client = MONAILabelClient(url, tmpdir=str(tmp_path))
+    info = client.info()
+    assert info["models"]["reconstruction"]["type"] == "others"
+    assert {"ood"} == set(info["scoring"]) and {"most_unfamiliar"} == set(info["strategies"])
+    assert info["datastore"]["total"] == 4
+
+    # infer: reconstruction PNG in the original size plus JSON with the 128-value latent
+    case = images[2].stem
+    result_file, params = client.infer("reconstruction", case, {})
+    params = json.loads(params) if isinstance(params, str) else params
+    assert Image.open(result_file).size == Image.open(images[2]).size
+    assert len(params["latent"]) == 128 and params["ood_score"] > 0 and "psnr" in params["metrics"]
+
+    # scoring: plain HTTP, runs as a task; wait until it is done
+    http("POST", f"{url}/scoring/ood")
+    deadline = time.time() + 180
+    while http("GET", f"{url}/scoring/").get("status") != "DONE":
+        assert time.time() < deadline, http("GET", f"{url}/scoring/")
+        time.sleep(1)
+    scores = {i: client.datastore()["objects"][i]["image"]["info"]["ood_score"] for i in (p.stem for p in images)}
+    assert all(np.isfinite(v) for v in scores.values())
+
+    # active learning returns the most unfamiliar image, and skips it once it has a label
+    first = http("POST", f"{url}/activelearning/most_unfamiliar", {})
+    assert first["id"] == max(scores, key=scores.get)
+    mask = np.zeros(Image.open(studies / f"{first['id']}.png").size[::-1], np.uint8)
+    mask[10:20, 10:30] = 1
+    Image.fromarray(mask).save(tmp_path / "label.png")
+    client.save_label(first["id"], str(tmp_path / "label.png"), tag="final")
+    second = http("POST", f"{url}/activelearning/most_unfamiliar", {})
+    rest = {k: v for k, v in scores.items() if k != first["id"]}
+    assert second["id"] == max(rest, key=rest.get) != first["id"]
