@@ -141,6 +141,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_package(args: argparse.Namespace) -> int:
+    from bundle.package import package_bundle
+
+    path = package_bundle(args.output_dir, args.models_dir)
+    print(f"package: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per utility."""
     parser = argparse.ArgumentParser(prog="python -m bundle", description="fetal_nt_roi_cae utilities.")
@@ -224,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("package", help="reproducible zoo-layout zip fetal_nt_roi_cae_v<version>.zip")
+    p.add_argument("--output-dir", default="dist", help="folder for the zip (default dist)")
+    p.add_argument("--models-dir", default=None, help="trained files to ship as models/ (default models)")
+    p.set_defaults(func=_cmd_package)
 
     p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
     p.add_argument("--quick", action="store_true", help="small counts, seconds (smoke run)")
