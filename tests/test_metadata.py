@@ -62,3 +62,59 @@ def test_monai_verify_net_in_out_passes_on_the_training_config():
         meta_file=str(ROOT / "metadata.json"),
         config_file=str(ROOT / "configs" / "train.json"),
     )
+
+
+def test_required_field_types():
+    meta = _metadata()
+    for key in ("version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "copyright"):
+        assert isinstance(meta[key], str) and meta[key], key
+    assert isinstance(meta["authors"], str | list) and meta["authors"]
+    assert isinstance(meta["changelog"], dict) and all(isinstance(v, str) for v in meta["changelog"].values())
+    assert all(isinstance(v, str) for v in meta["required_packages_version"].values())
+    for block in ("network_data_format", "encoder_data_format"):
+        for io in ("inputs", "outputs"):
+            for name, entry in meta[block][io].items():
+                assert {"type", "format", "num_channels", "spatial_shape", "dtype", "value_range"} <= set(entry), name
+                assert isinstance(entry["num_channels"], int) and isinstance(entry["spatial_shape"], list), name
+
+
+def test_monai_verify_net_in_out_passes_on_the_encoder():
+    from monai.bundle import verify_net_in_out
+
+    # verify_net_in_out reads network_data_format; point its output at the encoder's latent block
+    verify_net_in_out(
+        net_id="encoder_def",
+        meta_file=str(ROOT / "metadata.json"),
+        config_file=str(ROOT / "configs" / "train.json"),
+        **{"_meta_#network_data_format#outputs#pred#num_channels": 128},
+    )
+
+
+def test_ckpt_export_of_the_full_network_reloads_with_metadata(tiny_trained, tmp_path):
+    from conftest import TINY_ARCH
+    from monai.bundle import ckpt_export
+    from monai.data import load_net_with_metadata
+
+    root, _ = tiny_trained
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(root / "models/model.pt"),
+        meta_file=str(ROOT / "metadata.json"),
+        config_file=str(ROOT / "configs/train.json"),
+        key_in_ckpt="model",
+        **TINY_ARCH,
+    )
+    net, meta, _ = load_net_with_metadata(str(tmp_path / "model.ts"))
+    assert meta["version"] == _metadata()["version"]
+    assert net(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+
+
+def test_evaluate_config_passes_check_properties(tiny_trained):
+    from monai.bundle import ConfigWorkflow
+
+    root, settings = tiny_trained
+    configs = [str(ROOT / "configs/train.json"), str(ROOT / "configs/evaluate.json")]
+    workflow = ConfigWorkflow(config_file=configs, workflow_type="eval", run_id="evaluating", **settings)
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])
