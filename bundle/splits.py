@@ -28,7 +28,8 @@ def split_by_site(
 
     Args:
         entries: datalist entries with integer ``site`` and ``case_id``.
-        held_out_site: site id to hold out entirely (None: no held-out split).
+        held_out_site: site id to hold out entirely (None or negative, e.g. ``--held_out_site -1`` on the
+            command line where None cannot be passed: no held-out split).
         val_fraction: fraction of each source site's patients used for validation.
         seed: seed of the patient shuffle.
 
@@ -41,6 +42,8 @@ def split_by_site(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     sites = sorted({int(e["site"]) for e in entries})
+    if held_out_site is not None and held_out_site < 0:
+        held_out_site = None
     if held_out_site is not None and held_out_site not in sites:
         raise ValueError(f"held_out_site {held_out_site} has no images; the datalist has sites {sites}")
     groups: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))

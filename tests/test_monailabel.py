@@ -55,8 +55,9 @@ def server(tiny_trained, tmp_path):
     )
     for image in images:
         shutil.copy(image, studies / image.name)
+    shutil.copytree(root / "models", tmp_path / "models")  # the train task writes new weights there
     port = free_port()
-    conf = ["--conf", "zoo_source", "github", "--conf", "models_dir", str(root / "models")]
+    conf = ["--conf", "zoo_source", "github", "--conf", "models_dir", str(tmp_path / "models")]
     for key, value in TINY_ARCH.items():
         conf += ["--conf", key, json.dumps(value, separators=(",", ":"))]  # the start script splits on spaces
     command = ["monailabel", "start_server", "--app", str(app), "--studies", str(studies), *conf]
@@ -130,3 +131,15 @@ def test_monailabel_server_end_to_end(server, tmp_path):
     second = http("POST", f"{url}/activelearning/most_unfamiliar", {})
     rest = {k: v for k, v in scores.items() if k != first["id"]}
     assert second["id"] == max(rest, key=rest.get) != first["id"]
+
+    # train: the bundle's two phases on the labelled images (all four labelled now), new weights served
+    for case in rest:
+        client.save_label(case, str(tmp_path / "label.png"), tag="final")
+    assert http("POST", f"{url}/activelearning/most_unfamiliar", {}) == {}  # nothing left to label
+    before = (tmp_path / "models/model.pt").stat().st_mtime
+    http("POST", f"{url}/train/reconstruction", {"phase1_epochs": 1, "phase2_epochs": 1})
+    deadline = time.time() + 300
+    while (status := http("GET", f"{url}/train/")).get("status") != "DONE":
+        assert status.get("status") != "ERROR" and time.time() < deadline, status
+        time.sleep(2)
+    assert (tmp_path / "models/model.pt").stat().st_mtime > before

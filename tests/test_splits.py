@@ -47,3 +47,11 @@ def test_split_is_seeded():
 def test_unknown_held_out_site_is_an_error():
     with pytest.raises(ValueError, match="held_out_site 5 has no images"):
         split_by_site(_entries(), 5)
+
+
+def test_negative_held_out_site_means_no_held_out_split():
+    from bundle.splits import split_by_site
+
+    entries = [{"site": s, "case_id": f"c{s}_{i}", "image": f"{s}_{i}.png"} for s in (0, 1) for i in range(10)]
+    split = split_by_site(entries, -1, 0.2, 0)
+    assert split["held_out"] == [] and len(split["train"]) + len(split["val"]) == 20

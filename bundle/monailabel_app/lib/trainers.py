@@ -72,8 +72,9 @@ class BundleTrain(TrainTask):
         data_dir = os.path.join(self.work_dir, "data")
         os.makedirs(data_dir, exist_ok=True)
         with open(os.path.join(data_dir, "datalist.json"), "w") as handle:
-            json.dump({"sites": {}, "data": entries}, handle)
-        settings = {"bundle_root": self.work_dir, "dataset_dir": data_dir, "held_out_site": None}
+            sites = {str(site): f"site {site}" for site in sorted({e["site"] for e in entries})}
+            json.dump({"sites": sites, "data": entries}, handle)
+        settings = {"bundle_root": self.work_dir, "dataset_dir": data_dir, "held_out_site": -1}
         settings.update({k: v for k, v in self.overrides.items() if k != "device"})
         for key in ("phase1_epochs", "phase2_epochs"):
             if key in request:
