@@ -1,0 +1,256 @@
+"""Model benchmarks: training, data pipeline, encoder inference, FLOPs and the machine's peak.
+
+Training throughput goes through the bundle's engine and through a plain PyTorch loop; the data
+pipeline runs with and without caching; the encoder runs eager, as TorchScript and in ONNX Runtime.
+
+Each suite returns rows ``{"name", "value", "unit", "target", "passed"}`` like :mod:`bundle.benchmark`.
+Measurements that are compared (bundle vs plain, cached vs uncached, eager vs exported) run back to
+back and alternate, so a noisy machine shifts both sides alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bundle.benchmark import result_row as _row
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_CONFIG = str(REPO / "configs" / "train.json")
+# canvas size -> encoder/decoder widths (the quick and paper presets)
+PRESETS = {128: [16, 32, 64, 128, 128], 256: [32, 64, 128, 256, 256]}
+
+
+def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_site: int):
+    """The training config on a small synthetic set under ``root``, without validation or progress bars."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(TRAIN_CONFIG)
+    parser.update(
+        {
+            "bundle_root": str(root),
+            "dataset_dir": str(root / "data"),
+            "synthetic#per_site": per_site,
+            "synthetic#size": [canvas, canvas],
+            "canvas_size": canvas,
+            "network_widths": widths,
+            "batch_size": batch_size,
+            "phase1_epochs": 1,
+            "val_interval": 10**6,
+            "cache_workers": 0,
+            "show_progress": False,
+        }
+    )
+    return parser
+
+
+def _rate(stamps: list[tuple[float, int]], warmup: int) -> float:
+    """Images/s from (time, images) per iteration, the first ``warmup`` iterations not timed."""
+    images = sum(n for _, n in stamps[warmup + 1 :])
+    return images / (stamps[-1][0] - stamps[warmup][0])
+
+
+def _time_bundle_epoch(parser, warmup: int) -> float:
+    """Images/s of one epoch of the bundle's phase-1 trainer with its handlers (validation off)."""
+    from ignite.engine import Events
+
+    trainer = parser.get_parsed_content("train#trainer")
+    stamps: list[tuple[float, int]] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: stamps.append((time.perf_counter(), len(e.state.batch["image"])))
+    )
+    trainer.run()
+    return _rate(stamps, warmup)
+
+
+def _time_plain_epoch(network: torch.nn.Module, loader, warmup: int) -> float:
+    """Images/s of one epoch of a minimal PyTorch loop: forward, 1 - MS-SSIM, backward, Adam step."""
+    from bundle.losses import MSSSIMLoss
+
+    loss_fn = MSSSIMLoss()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    network.train()
+    stamps = []
+    for item in loader:
+        images = torch.as_tensor(item["image"]).as_subclass(torch.Tensor).float()
+        masks = torch.as_tensor(item["roi_mask"]).as_subclass(torch.Tensor).float()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(network(images), torch.cat([images, masks], 1))
+        loss.backward()
+        optimizer.step()
+        stamps.append((time.perf_counter(), len(images)))
+    return _rate(stamps, warmup)
+
+
+def benchmark_training(quick: bool = False) -> list[dict]:
+    """Training images/s through the bundle's engine vs a plain loop, at the quick and paper canvas sizes.
+
+    Both iterate the same ``train#dataloader`` (same data, augmentation and batch size) with a copy of
+    the same initial network; the bundle side is the config's phase-1 ``SupervisedTrainer`` with its
+    handlers (validation switched off in both).
+    """
+    # (canvas, widths, batch, images per site)
+    settings = [(64, [8, 16, 16, 32, 32], 4, 8)] if quick else [(128, PRESETS[128], 16, 60), (256, PRESETS[256], 8, 20)]
+    rows = []
+    for canvas, widths, batch, per_site in settings:
+        with tempfile.TemporaryDirectory() as tmp:
+            parser = _parser(Path(tmp), canvas, widths, batch, per_site)
+            parser.parse()
+            loader = parser.get_parsed_content("train#dataloader")
+            network = copy.deepcopy(parser.get_parsed_content("network_def"))
+            bundle_rates, plain_rates = [], []
+            for rep in range(1 if quick else 2):  # alternate so drift hits both
+                parser.update({"output_dir": str(Path(tmp) / f"run{rep}")})  # no resume from the last rep
+                parser.parse()
+                bundle_rates.append(_time_bundle_epoch(parser, warmup=1))
+                plain_rates.append(_time_plain_epoch(copy.deepcopy(network), loader, warmup=1))
+            b, p = statistics.median(bundle_rates), statistics.median(plain_rates)
+            rows.append(_row(f"train {canvas} px, bundle engine (batch {batch})", b, "img/s"))
+            rows.append(_row(f"train {canvas} px, plain PyTorch loop (batch {batch})", p, "img/s"))
+            rows.append(_row(f"train {canvas} px, bundle / plain", b / p, "ratio", ">= 0.95", b / p >= 0.95))
+    return rows
+
+
+def benchmark_pipeline(quick: bool = False) -> list[dict]:
+    """Loading + letterbox + mask throughput, without a cache and from a ``CacheDataset``."""
+    from monai.bundle import ConfigParser
+    from monai.data import CacheDataset, Dataset
+
+    from bundle.workflow import prepare_datalist
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        per_site = 4 if quick else 40
+        entries = prepare_datalist(
+            Path(tmp) / "data", {"per_site": per_site, "sites": 3, "seed": 0, "size": None, "workers": 2}
+        )
+        parser = ConfigParser()
+        parser.read_config(TRAIN_CONFIG)
+        preprocessing = parser.get_parsed_content("preprocessing")
+        uncached = Dataset(entries, preprocessing)
+        start = time.perf_counter()
+        cached = CacheDataset(entries, preprocessing, num_workers=0, progress=False)
+        build = time.perf_counter() - start
+        rates = {"uncached": [], "cached": []}
+        for _ in range(1 if quick else 3):
+            for name, dataset in (("uncached", uncached), ("cached", cached)):
+                start = time.perf_counter()
+                for i in range(len(dataset)):
+                    dataset[i]
+                rates[name].append(len(dataset) / (time.perf_counter() - start))
+        u, c = statistics.median(rates["uncached"]), statistics.median(rates["cached"])
+        n = len(entries)
+        rows.append(_row(f"pipeline, native-size PNGs, no cache ({n} images)", u, "img/s"))
+        rows.append(_row("pipeline, CacheDataset (after the cache is built)", c, "img/s"))
+        rows.append(_row("pipeline, building the cache", n / build, "img/s"))
+        rows.append(_row("pipeline, cached / uncached", c / u, "ratio", ">= 3", c / u >= 3))
+    return rows
+
+
+def _latency_ms(fn, images, repeats: int) -> float:
+    fn(images)  # warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(images)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def benchmark_encoder(quick: bool = False) -> list[dict]:
+    """Encoder latency (batch 1) and throughput (batch 32): eager, TorchScript and ONNX Runtime."""
+    import warnings
+
+    import onnxruntime
+
+    from bundle.export import export_onnx
+    from bundle.network import CAEEncoder
+
+    encoder = CAEEncoder(widths=PRESETS[128]).eval()
+    repeats = 3 if quick else 30
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(copy.deepcopy(encoder))
+        onnx_path = export_onnx(encoder, Path(tmp) / "encoder.onnx", 128)
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        runners = {
+            "eager": lambda x: encoder(torch.from_numpy(x)),
+            "TorchScript": lambda x: scripted(torch.from_numpy(x)),
+            "ONNX Runtime": lambda x: session.run(["latent"], {"image": x})[0],
+        }
+        with torch.inference_mode():
+            for batch in (1, 32):
+                images = np.random.default_rng(0).random((batch, 1, 128, 128), dtype=np.float32)
+                times = {name: [] for name in runners}
+                for _ in range(2):  # alternate runners
+                    for name, fn in runners.items():
+                        times[name].append(_latency_ms(fn, images, repeats))
+                eager = statistics.median(times["eager"])
+                for name in runners:
+                    ms = statistics.median(times[name])
+                    if batch == 1:
+                        rows.append(_row(f"encoder 128 px, {name}, batch 1 latency", ms, "ms"))
+                    else:
+                        target = "-" if name == "eager" else ">= eager"
+                        faster = 1000 * batch / ms >= 1000 * batch / eager
+                        rows.append(
+                            _row(f"encoder 128 px, {name}, batch 32", 1000 * batch / ms, "img/s", target, faster)
+                        )
+    return rows
+
+
+def measured_peak_gflops(quick: bool = False) -> dict[str, float]:
+    """Dense fp32 matmul and 3x3 convolution GFLOP/s of this machine (all threads)."""
+    n = 1024 if quick else 2048
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    repeats = 2 if quick else 5
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    matmul = repeats * 2 * n**3 / (time.perf_counter() - start) / 1e9
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False)
+    x = torch.rand(4, 64, 128, 128)
+    with torch.no_grad():
+        conv(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+        seconds = time.perf_counter() - start
+    conv_flops = 2 * 64 * 64 * 9 * 4 * 128 * 128
+    return {"matmul": matmul, "conv": repeats * conv_flops / seconds / 1e9}
+
+
+def training_flops_per_image(canvas: int, widths: list[int]) -> float:
+    """FLOPs of one training step (forward + backward) per image, counted by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bundle.network import ROIAwareCAE
+
+    network = ROIAwareCAE(canvas_size=canvas, widths=widths)
+    images = torch.rand(2, 1, canvas, canvas)
+    with FlopCounterMode(display=False) as counter:
+        network(images).mean().backward()
+    return counter.get_total_flops() / 2
+
+
+def benchmark_flops(quick: bool = False) -> list[dict]:
+    """FLOPs per image of the CAE and the machine's measured dense peak."""
+    peak = measured_peak_gflops(quick)
+    rows = [
+        _row("measured peak, fp32 matmul", peak["matmul"], "GFLOP/s"),
+        _row("measured peak, fp32 3x3 conv (64 ch)", peak["conv"], "GFLOP/s"),
+    ]
+    for canvas, widths in PRESETS.items():
+        rows.append(
+            _row(f"CAE training step, {canvas} px", training_flops_per_image(canvas, widths) / 1e9, "GFLOP/img")
+        )
+    return rows
