@@ -27,6 +27,13 @@ TRAIN_CONFIG = str(REPO / "configs" / "train.json")
 PRESETS = {128: [16, 32, 64, 128, 128], 256: [32, 64, 128, 256, 256]}
 
 
+def training_settings(quick: bool) -> list[tuple[int, list[int], int, int]]:
+    """(canvas, widths, batch size, images per site) of the training measurements."""
+    if quick:
+        return [(64, [8, 16, 16, 32, 32], 4, 8)]
+    return [(128, PRESETS[128], 16, 60), (256, PRESETS[256], 8, 20)]
+
+
 def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_site: int):
     """The training config on a small synthetic set under ``root``, without validation or progress bars."""
     from monai.bundle import ConfigParser
@@ -96,10 +103,8 @@ def benchmark_training(quick: bool = False) -> list[dict]:
     the same initial network; the bundle side is the config's phase-1 ``SupervisedTrainer`` with its
     handlers (validation switched off in both).
     """
-    # (canvas, widths, batch, images per site)
-    settings = [(64, [8, 16, 16, 32, 32], 4, 8)] if quick else [(128, PRESETS[128], 16, 60), (256, PRESETS[256], 8, 20)]
     rows = []
-    for canvas, widths, batch, per_site in settings:
+    for canvas, widths, batch, per_site in training_settings(quick):
         with tempfile.TemporaryDirectory() as tmp:
             parser = _parser(Path(tmp), canvas, widths, batch, per_site)
             parser.parse()
@@ -249,8 +254,7 @@ def benchmark_flops(quick: bool = False) -> list[dict]:
         _row("measured peak, fp32 matmul", peak["matmul"], "GFLOP/s"),
         _row("measured peak, fp32 3x3 conv (64 ch)", peak["conv"], "GFLOP/s"),
     ]
-    for canvas, widths in PRESETS.items():
-        rows.append(
-            _row(f"CAE training step, {canvas} px", training_flops_per_image(canvas, widths) / 1e9, "GFLOP/img")
-        )
+    for canvas, widths, _, _ in training_settings(quick):
+        gflops = training_flops_per_image(canvas, widths) / 1e9
+        rows.append(_row(f"CAE training step, {canvas} px", gflops, "GFLOP/img"))
     return rows
