@@ -118,3 +118,27 @@ def test_evaluate_config_passes_check_properties(tiny_trained):
     workflow = ConfigWorkflow(config_file=configs, workflow_type="eval", run_id="evaluating", **settings)
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
+
+
+def test_documented_zoo_check_commands(tiny_trained, tmp_path):
+    """The verify_net_in_out and ckpt_export command lines of docs/inference.md, run as written."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import TINY_ARCH
+
+    root, _ = tiny_trained
+    text = (ROOT / "docs/inference.md").read_text()
+    block = re.search(r"To check the bundle against MONAI's own tools:\n\n```bash\n(.*?)```", text, re.S).group(1)
+    commands = [line.split()[3:] for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    assert [c[0] for c in commands] == ["verify_net_in_out", "ckpt_export"]
+    architecture = [a for k, v in TINY_ARCH.items() for a in (f"--{k}", json.dumps(v))]
+    for args in commands:
+        args = [str(tmp_path / "model.ts") if a == "models/model.ts" else a for a in args]
+        args = [str(root / a) if a.startswith("models/") else a for a in args]
+        result = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args, *architecture], cwd=ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "model.ts").exists()
