@@ -31,7 +31,7 @@ def training_settings(quick: bool) -> list[tuple[int, list[int], int, int]]:
     """(canvas, widths, batch size, images per site) of the training measurements."""
     if quick:
         return [(64, [8, 16, 16, 32, 32], 4, 8)]
-    return [(128, PRESETS[128], 16, 60), (256, PRESETS[256], 8, 20)]
+    return [(128, PRESETS[128], 16, 80), (256, PRESETS[256], 8, 30)]
 
 
 def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_site: int):
@@ -111,7 +111,7 @@ def benchmark_training(quick: bool = False) -> list[dict]:
             loader = parser.get_parsed_content("train#dataloader")
             network = copy.deepcopy(parser.get_parsed_content("network_def"))
             bundle_rates, plain_rates = [], []
-            for rep in range(1 if quick else 2):  # alternate so drift hits both
+            for rep in range(1 if quick else 3):  # alternate so drift hits both
                 parser.update({"output_dir": str(Path(tmp) / f"run{rep}")})  # no resume from the last rep
                 parser.parse()
                 bundle_rates.append(_time_bundle_epoch(parser, warmup=1))
