@@ -93,43 +93,50 @@ def _suites() -> dict[str, Callable[[bool], list[dict]]]:
         "training": model.benchmark_training,
         "encoder": model.benchmark_encoder,
         "flops": model.benchmark_flops,
+        "scaling": model.benchmark_scaling,
     }
 
 
-SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops")
+SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling")
 
 
-def _suite_worker(name: str, quick: bool, queue) -> None:
-    """Run one suite in a fresh process; report its rows and the process's peak resident memory."""
+def _isolated_worker(fn: Callable, args: tuple, queue) -> None:
+    """Run ``fn(*args)`` and report its result (or error) and this process's peak resident memory."""
     try:
-        rows = _suites()[name](quick)
-        queue.put(("ok", rows, _peak_rss_mb()))
-    except Exception as error:  # reported to the parent, which raises with the suite's name
+        queue.put(("ok", fn(*args), _peak_rss_mb()))
+    except Exception as error:  # reported to the parent, which raises it with context
         queue.put(("error", f"{type(error).__name__}: {error}", _peak_rss_mb()))
 
 
-def run_suite_isolated(name: str, quick: bool) -> list[dict]:
-    """Run a suite in a spawned process so its peak memory is its own; adds a peak-memory row."""
+def run_isolated(fn: Callable, *args) -> tuple[object, float]:
+    """Run a picklable function in a spawned process; return its result and the process's peak memory (MB).
+
+    Raises:
+        RuntimeError: with the child's error when the function failed.
+    """
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_suite_worker, args=(name, quick, queue))
+    process = context.Process(target=_isolated_worker, args=(fn, args, queue))
     process.start()
-    status, payload, peak = queue.get()
-    process.join()
+    try:
+        status, payload, peak = queue.get(timeout=3600)
+    finally:
+        process.join(timeout=60)
     if status != "ok":
-        raise RuntimeError(f"benchmark suite '{name}' failed: {payload}")
-    return [
-        *payload,
-        {
-            "name": f"peak resident memory of the {name} suite",
-            "value": round(peak, 1),
-            "unit": "MB",
-            "target": "-",
-            "passed": True,
-        },
-    ]
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)}{args}: {payload}")
+    return payload, peak
+
+
+def _run_suite(name: str, quick: bool) -> list[dict]:
+    return _suites()[name](quick)
+
+
+def run_suite_isolated(name: str, quick: bool) -> list[dict]:
+    """Run a suite in a spawned process so its peak memory is its own; adds a peak-memory row."""
+    rows, peak = run_isolated(_run_suite, name, quick)
+    return [*rows, result_row(f"peak resident memory of the {name} suite", peak, "MB")]
 
 
 def derived_rows(suites: dict[str, list[dict]]) -> list[dict]:

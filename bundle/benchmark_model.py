@@ -60,6 +60,8 @@ def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_sit
 
 def _rate(stamps: list[tuple[float, int]], warmup: int) -> float:
     """Images/s from (time, images) per iteration, the first ``warmup`` iterations not timed."""
+    if len(stamps) < warmup + 2:
+        raise ValueError(f"{len(stamps)} iterations are too few to time after {warmup} warm-up; use more images")
     images = sum(n for _, n in stamps[warmup + 1 :])
     return images / (stamps[-1][0] - stamps[warmup][0])
 
@@ -257,4 +259,39 @@ def benchmark_flops(quick: bool = False) -> list[dict]:
     for canvas, widths, _, _ in training_settings(quick):
         gflops = training_flops_per_image(canvas, widths) / 1e9
         rows.append(_row(f"CAE training step, {canvas} px", gflops, "GFLOP/img"))
+    return rows
+
+
+def _scaling_point(canvas: int, batch: int, per_site: int) -> tuple[float, float, int]:
+    """One scaling measurement (run in its own process): training images/s, cache build s, images."""
+    with tempfile.TemporaryDirectory() as tmp:
+        parser = _parser(Path(tmp), canvas, PRESETS[128], batch, per_site)
+        parser.parse()
+        start = time.perf_counter()
+        n_train = len(parser.get_parsed_content("train#dataset"))  # builds the cache
+        cache_seconds = time.perf_counter() - start
+        return _time_bundle_epoch(parser, warmup=1), cache_seconds, n_train
+
+
+def benchmark_scaling(quick: bool = False) -> list[dict]:
+    """Training time and memory against canvas size, batch size and dataset size (3 points each).
+
+    Every point runs in a fresh process (its own peak memory) with the quick preset's widths, so
+    only the varied setting changes.
+    """
+    from bundle.benchmark import run_isolated
+
+    if quick:
+        points = [("canvas", 64, 4, 8), ("batch", 64, 2, 8), ("dataset", 64, 4, 12)]
+    else:
+        points = [("canvas", c, 8, 30) for c in (64, 128, 256)]
+        points += [("batch", 128, b, 60) for b in (4, 16, 32)]
+        points += [("dataset", 128, 16, n) for n in (30, 90, 270)]
+    rows = []
+    for kind, canvas, batch, per_site in points:
+        (rate, cache_seconds, n_train), peak = run_isolated(_scaling_point, canvas, batch, per_site)
+        label = f"scaling {kind}: {canvas} px, batch {batch}, {n_train} training images"
+        rows.append(_row(f"{label}, training", rate, "img/s"))
+        rows.append(_row(f"{label}, cache build", cache_seconds, "s"))
+        rows.append(_row(f"{label}, peak memory", peak, "MB"))
     return rows
