@@ -60,3 +60,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: object, indent: int | None = 1) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
+    """Write ``rows`` as CSV with ``columns`` (missing values empty, extra keys ignored) atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -136,7 +136,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     )
     write_rows_csv(args.output, rows)
     failed = sum(1 for r in rows if r["error"])
-    flagged = sum(1 for r in rows if r["ood_flag"] is True)
+    flagged = sum(1 for r in rows if r.get("ood_flag") is True)
     print(f"score: {len(rows)} images, {flagged} flagged as unfamiliar, {failed} unreadable; table: {args.output}")
     return 0
 

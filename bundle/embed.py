@@ -8,8 +8,6 @@ gets a row with its error; the others are still scored.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -20,53 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bundle.atomic import atomic_write_text
-from bundle.readers import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, ImageReadError, read_image
+from bundle.atomic import atomic_write_csv
 from bundle.scoring import SCORE_COLUMNS, LatentScorer, load_scorer
-from bundle.transforms import LetterboxGeometry, letterbox_image
 
 logger = logging.getLogger("fetal_nt_roi_cae")
 
-IMAGE_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 COLUMNS = ("image", "case_id", "site", *SCORE_COLUMNS, "error")
-
-
-def list_images(source: str | os.PathLike) -> list[dict]:
-    """Entries (``image``, and ``case_id``/``site`` when known) from a JSON datalist or a folder of images.
-
-    Args:
-        source: a datalist JSON (``{"data": [{"image": ...}, ...]}``; relative paths start at its
-            folder) or a folder searched recursively for PNG/JPG/BMP/TIFF, DICOM and NIfTI files.
-
-    Returns:
-        one dict per image with an absolute ``image`` path.
-
-    Raises:
-        DatalistError: when the datalist cannot be read.
-        ValueError: when the folder holds no supported image.
-    """
-    from bundle.datalist import read_datalist_json, resolve_path
-
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return [{"image": str(p), "case_id": str(p.relative_to(path))} for p in files]
-    datalist = read_datalist_json(path)
-    entries = []
-    for index, entry in enumerate(datalist["data"]):
-        image = entry.get("image") if isinstance(entry, dict) else None
-        if not isinstance(image, str):
-            raise ValueError(f"{path}: data[{index}] has no 'image' path; every entry needs one")
-        entries.append(
-            {
-                "image": str(resolve_path(image, path.parent)),
-                "case_id": str(entry.get("case_id", image)),
-                "site": entry.get("site", ""),
-            }
-        )
-    return entries
 
 
 class ExportedEncoder:
@@ -107,25 +64,22 @@ class ExportedEncoder:
             return self._module(torch.as_tensor(images, dtype=torch.float32)).numpy()
 
 
-def _letterboxed(entry: dict, canvas_size: int) -> np.ndarray:
-    array = read_image(entry["image"]).array
-    if not np.isfinite(array).all():
-        raise ImageReadError(f"{entry['image']}: pixel values include NaN or Inf; re-export the image")
-    geometry = LetterboxGeometry.compute(array.shape[1], array.shape[0], canvas_size)
-    return letterbox_image(torch.from_numpy(array)[None], geometry).numpy()
-
-
 def _batches(entries: list[dict], canvas_size: int, batch_size: int) -> Iterator[tuple[list[dict], np.ndarray | None]]:
-    """Yield (entries, images) batches; unreadable entries come alone with ``None`` and an ``error``."""
+    """Yield (entries, images) batches; an unreadable entry comes alone with ``None`` and its ``error``."""
+    from monai.transforms import Compose
+
+    from bundle.inference import SafeLoadUltrasoundImaged
+    from bundle.transforms import LetterboxROId
+
+    load = Compose([SafeLoadUltrasoundImaged(keys="image"), LetterboxROId(keys="image", canvas_size=canvas_size)])
     good, images = [], []
     for entry in entries:
-        try:
-            image = _letterboxed(entry, canvas_size)
-        except (ImageReadError, OSError, ValueError) as error:
-            yield [{**entry, "error": str(error)}], None
+        item = load(dict(entry))
+        if item["error"]:
+            yield [{**entry, "error": item["error"]}], None
             continue
         good.append(entry)
-        images.append(image)
+        images.append(item["image"].as_tensor().numpy())
         if len(good) == batch_size:
             yield good, np.stack(images)
             good, images = [], []
@@ -144,7 +98,7 @@ def score_images(
     """Embed and score every image of a datalist or folder.
 
     Args:
-        source: datalist JSON or image folder (see :func:`list_images`).
+        source: datalist JSON or image folder (see :func:`bundle.inference.inference_items`).
         encoder: exported encoder (``.ts`` or ``.onnx``).
         scorer: fitted scorer or its ``.npz`` (default: ``scorer.npz`` beside the encoder).
         batch_size: images per encoder call.
@@ -156,22 +110,24 @@ def score_images(
     """
     from tqdm import tqdm
 
+    from bundle.inference import inference_items
+
     model = ExportedEncoder(encoder)
     fitted = (
         scorer if isinstance(scorer, LatentScorer) else load_scorer(scorer or Path(encoder).with_name("scorer.npz"))
     )
-    entries = list_images(source)
+    entries = inference_items(source)
     rows, case_ids, latents = [], [], []
     with tqdm(total=len(entries), desc="score", unit="img", disable=not progress) as bar:
         for batch, images in _batches(entries, model.canvas_size, batch_size):
             if images is None:
-                rows.append({**{c: "" for c in COLUMNS}, **batch[0]})
+                rows.append(dict(batch[0]))
                 logger.warning("skipped %s", batch[0]["error"])
             else:
                 z = model(images)
                 scores = fitted.score(z)
                 for i, entry in enumerate(batch):
-                    row = {c: "" for c in COLUMNS} | entry
+                    row = {**entry, "error": ""}
                     row.update({name: scores[name][i].item() for name in SCORE_COLUMNS})
                     rows.append(row)
                 case_ids += [e["case_id"] for e in batch]
@@ -185,9 +141,5 @@ def score_images(
 
 
 def write_rows_csv(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write score rows as CSV atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    """Write score rows as CSV atomically (:data:`COLUMNS`)."""
+    atomic_write_csv(path, rows, list(COLUMNS))

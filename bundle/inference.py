@@ -15,7 +15,6 @@ The pieces plug into a MONAI ``SupervisedEvaluator`` (``configs/inference.json``
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
@@ -32,10 +31,9 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from torch import nn
 
-from bundle.atomic import atomic_path, atomic_write_json, atomic_write_text
-from bundle.embed import IMAGE_SUFFIXES
+from bundle.atomic import atomic_path, atomic_write_csv, atomic_write_json
 from bundle.metrics import ms_ssim, psnr, roi_edge_error, roi_mae, ssim
-from bundle.readers import ImageReadError
+from bundle.readers import IMAGE_SUFFIXES, ImageReadError
 from bundle.transforms import LetterboxGeometry, LoadUltrasoundImage, unletterbox_image
 
 logger = logging.getLogger("fetal_nt_roi_cae")
@@ -81,7 +79,8 @@ def inference_items(source: str | os.PathLike) -> list[dict]:
             (original pixels) and ``case_id``.
 
     Returns:
-        items with ``image`` (path), ``roi`` (list or None) and a unique, file-name-safe ``case_id``.
+        items with ``image`` and ``image_path`` (the path), ``roi`` (list or None), ``site`` (or "")
+        and a unique, file-name-safe ``case_id``.
 
     Raises:
         DatalistError: when the datalist cannot be read.
@@ -97,7 +96,10 @@ def inference_items(source: str | os.PathLike) -> list[dict]:
             raise ValueError(
                 f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; pass a folder or datalist"
             )
-        items = [{"image": str(p), "image_path": str(p), "roi": None, "case_id": _case_name(p, path)} for p in files]
+        items = [
+            {"image": str(p), "image_path": str(p), "roi": None, "case_id": _case_name(p, path), "site": ""}
+            for p in files
+        ]
     else:
         datalist = read_datalist_json(path)
         for index, entry in enumerate(datalist["data"]):
@@ -113,6 +115,7 @@ def inference_items(source: str | os.PathLike) -> list[dict]:
                     "image_path": resolved,
                     "roi": [float(v) for v in roi] if roi is not None else None,
                     "case_id": re.sub(r"[^A-Za-z0-9._-]+", "_", str(case)),
+                    "site": entry.get("site", ""),
                 }
             )
     seen: dict[str, int] = {}
@@ -196,6 +199,11 @@ def _image_metrics(pred: torch.Tensor, image: torch.Tensor, roi: list | None) ->
     return out
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image in [0, 1] as 8-bit grey levels (rounded, clipped)."""
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
 def _write_reconstruction(path_in: str, recon: np.ndarray, out_dir: Path, case_id: str) -> Path:
     """Write a (H, W) reconstruction in [0, 1] as the input's format where sensible, PNG otherwise."""
     from PIL import Image
@@ -214,7 +222,7 @@ def _write_reconstruction(path_in: str, recon: np.ndarray, out_dir: Path, case_i
         return target
     target = out_dir / f"{case_id}.png"
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(recon * 255.0), 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(to_uint8(recon)).save(buffer, format="PNG")
     with atomic_path(target) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return target
@@ -238,7 +246,7 @@ def _write_derived_dicom(source: str, recon: np.ndarray, target: Path) -> None:
             delattr(ds, tag)
     ds.Rows, ds.Columns = recon.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.clip(np.rint(recon * 255.0), 0, 255).astype(np.uint8).tobytes()
+    ds.PixelData = to_uint8(recon).tobytes()
     ds["PixelData"].VR = "OB"  # 8-bit pixels; without a VR pydicom cannot write the ambiguous OB/OW
     with atomic_path(target) as tmp:
         ds.save_as(str(tmp), enforce_file_format=True)
@@ -319,11 +327,7 @@ class InferenceWriter:
     def _finish(self, engine: Engine) -> None:
         if self._bar is not None:
             self._bar.close()
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(ROW_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.output_dir / "results.csv", buffer.getvalue())
+        atomic_write_csv(self.output_dir / "results.csv", self.rows, list(ROW_COLUMNS))
         clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in self.rows]
         atomic_write_json(self.output_dir / "results.json", clean)
         failed = sum(1 for r in self.rows if r["status"] == "error")

@@ -8,8 +8,6 @@ phase-1 differences, absolute and relative (%), in the paper's form. Written as
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bundle.atomic import atomic_path, atomic_write_json, atomic_write_text
+from bundle.atomic import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
 from bundle.metrics import METRIC_NAMES, ms_ssim, psnr, roi_edge_error, roi_mae, ssim
 
 logger = logging.getLogger("fetal_nt_roi_cae")
@@ -249,11 +247,8 @@ def write_report(
     atomic_write_json(report_dir / "metrics.json", metrics)
     if deltas:
         atomic_write_text(report_dir / "metrics.md", _markdown(results, deltas, loss_weights))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["phase", "split", "case_id", "site", "roi_area_px", *ALL_METRICS])
-    writer.writeheader()
-    writer.writerows(per_image)
-    atomic_write_text(report_dir / "per_image.csv", buffer.getvalue())
+    columns = ["phase", "split", "case_id", "site", "roi_area_px", *ALL_METRICS]
+    atomic_write_csv(report_dir / "per_image.csv", per_image, columns)
     _figure(networks, loaders, report_dir / "reconstructions.png", device)
     logger.info(f"report written to {report_dir} (metrics.json, metrics.md, per_image.csv, reconstructions.png)")
     return metrics

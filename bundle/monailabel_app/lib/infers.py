@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from PIL import Image
+
+from bundle.inference import to_uint8
 
 
 class ReconstructionInfer(InferTask):
@@ -39,7 +40,7 @@ class ReconstructionInfer(InferTask):
         result = self.model.get().run(request["image"], roi)
         fd, path = tempfile.mkstemp(suffix=".png", prefix="reconstruction_")
         os.close(fd)
-        Image.fromarray(np.clip(np.rint(result["reconstruction"] * 255.0), 0, 255).astype(np.uint8)).save(path)
+        Image.fromarray(to_uint8(result["reconstruction"])).save(path)
         scores = result["scores"]
         return path, {
             "metrics": result["metrics"],
