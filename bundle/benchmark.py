@@ -94,10 +94,11 @@ def _suites() -> dict[str, Callable[[bool], list[dict]]]:
         "encoder": model.benchmark_encoder,
         "flops": model.benchmark_flops,
         "scaling": model.benchmark_scaling,
+        "options": model.benchmark_options,
     }
 
 
-SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling")
+SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling", "options")
 
 
 def _isolated_worker(fn: Callable, args: tuple, queue) -> None:

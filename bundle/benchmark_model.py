@@ -30,7 +30,7 @@ PRESETS = {128: [16, 32, 64, 128, 128], 256: [32, 64, 128, 256, 256]}
 def training_settings(quick: bool) -> list[tuple[int, list[int], int, int]]:
     """(canvas, widths, batch size, images per site) of the training measurements."""
     if quick:
-        return [(64, [8, 16, 16, 32, 32], 4, 8)]
+        return [(64, [8, 16, 16, 32, 32], 4, 10)]
     return [(128, PRESETS[128], 16, 80), (256, PRESETS[256], 8, 30)]
 
 
@@ -59,11 +59,16 @@ def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_sit
 
 
 def _rate(stamps: list[tuple[float, int]], warmup: int) -> float:
-    """Images/s from (time, images) per iteration, the first ``warmup`` iterations not timed."""
-    if len(stamps) < warmup + 2:
+    """Images/s from (time, images) per iteration, the first ``warmup`` iterations not timed.
+
+    The rate is the batch size over the median iteration time (iterations with a full batch), so a
+    burst of load from elsewhere on a shared machine moves one iteration, not the whole figure.
+    """
+    if len(stamps) < warmup + 3:
         raise ValueError(f"{len(stamps)} iterations are too few to time after {warmup} warm-up; use more images")
-    images = sum(n for _, n in stamps[warmup + 1 :])
-    return images / (stamps[-1][0] - stamps[warmup][0])
+    full = max(n for _, n in stamps)
+    seconds = [b[0] - a[0] for a, b in zip(stamps[warmup:], stamps[warmup + 1 :], strict=False) if b[1] == full]
+    return full / statistics.median(seconds)
 
 
 def _time_bundle_epoch(parser, warmup: int) -> float:
@@ -112,24 +117,44 @@ def benchmark_training(quick: bool = False) -> list[dict]:
             parser.parse()
             loader = parser.get_parsed_content("train#dataloader")
             network = copy.deepcopy(parser.get_parsed_content("network_def"))
-            bundle_rates, plain_rates = [], []
-            for rep in range(1 if quick else 3):  # alternate so drift hits both
+            rates: dict[str, list[float]] = {"bundle": [], "plain": []}
+            for rep in range(1 if quick else 4):  # ABBA order, so drift and position hit both sides alike
                 parser.update({"output_dir": str(Path(tmp) / f"run{rep}")})  # no resume from the last rep
                 parser.parse()
-                bundle_rates.append(_time_bundle_epoch(parser, warmup=1))
-                plain_rates.append(_time_plain_epoch(copy.deepcopy(network), loader, warmup=1))
-            b, p = statistics.median(bundle_rates), statistics.median(plain_rates)
+                for side in ("bundle", "plain") if rep % 2 == 0 else ("plain", "bundle"):
+                    if side == "bundle":
+                        rates[side].append(_time_bundle_epoch(parser, warmup=1))
+                    else:
+                        rates[side].append(_time_plain_epoch(copy.deepcopy(network), loader, warmup=1))
+            b, p = statistics.median(rates["bundle"]), statistics.median(rates["plain"])
+            spread = [x / y for x, y in zip(rates["bundle"], rates["plain"], strict=True)]
             rows.append(_row(f"train {canvas} px, bundle engine (batch {batch})", b, "img/s"))
             rows.append(_row(f"train {canvas} px, plain PyTorch loop (batch {batch})", p, "img/s"))
             rows.append(_row(f"train {canvas} px, bundle / plain", b / p, "ratio", ">= 0.95", b / p >= 0.95))
+            pairs = f"train {canvas} px, bundle / plain, {{}} of {len(spread)} pairs"
+            rows.append(_row(pairs.format("lowest"), min(spread), "ratio"))
+            rows.append(_row(pairs.format("highest"), max(spread), "ratio"))
     return rows
 
 
-def benchmark_pipeline(quick: bool = False) -> list[dict]:
-    """Loading + letterbox + mask throughput, without a cache and from a ``CacheDataset``."""
-    from monai.bundle import ConfigParser
-    from monai.data import CacheDataset, Dataset
+def _items_per_second(dataset) -> float:
+    start = time.perf_counter()
+    for i in range(len(dataset)):
+        dataset[i]
+    return len(dataset) / (time.perf_counter() - start)
 
+
+def benchmark_pipeline(quick: bool = False) -> list[dict]:
+    """Loading + letterbox + mask throughput: no cache, in-memory cache, on-disk cache.
+
+    Measured for the deterministic chain alone and for the training chain (plus the per-item random
+    augmentation, which no cache can skip). The on-disk cache (``cache_dir``) is read by a fresh
+    dataset object, as a second run or a resumed run would.
+    """
+    from monai.bundle import ConfigParser
+    from monai.data import Dataset
+
+    from bundle.datasets import cached_dataset
     from bundle.workflow import prepare_datalist
 
     rows = []
@@ -138,26 +163,40 @@ def benchmark_pipeline(quick: bool = False) -> list[dict]:
         entries = prepare_datalist(
             Path(tmp) / "data", {"per_site": per_site, "sites": 3, "seed": 0, "size": None, "workers": 2}
         )
+        n = len(entries)
         parser = ConfigParser()
         parser.read_config(TRAIN_CONFIG)
-        preprocessing = parser.get_parsed_content("preprocessing")
-        uncached = Dataset(entries, preprocessing)
-        start = time.perf_counter()
-        cached = CacheDataset(entries, preprocessing, num_workers=0, progress=False)
-        build = time.perf_counter() - start
-        rates = {"uncached": [], "cached": []}
-        for _ in range(1 if quick else 3):
-            for name, dataset in (("uncached", uncached), ("cached", cached)):
-                start = time.perf_counter()
-                for i in range(len(dataset)):
-                    dataset[i]
-                rates[name].append(len(dataset) / (time.perf_counter() - start))
-        u, c = statistics.median(rates["uncached"]), statistics.median(rates["cached"])
-        n = len(entries)
-        rows.append(_row(f"pipeline, native-size PNGs, no cache ({n} images)", u, "img/s"))
-        rows.append(_row("pipeline, CacheDataset (after the cache is built)", c, "img/s"))
-        rows.append(_row("pipeline, building the cache", n / build, "img/s"))
-        rows.append(_row("pipeline, cached / uncached", c / u, "ratio", ">= 3", c / u >= 3))
+        chains = {
+            "letterbox": parser.get_parsed_content("preprocessing"),
+            "training": parser.get_parsed_content("train#dataset#transform"),
+        }
+        for chain_name, chain in chains.items():
+            disk = Path(tmp) / f"cache_{chain_name}"
+            start = time.perf_counter()
+            memory = cached_dataset(entries, chain, num_workers=0)
+            build = time.perf_counter() - start
+            start = time.perf_counter()
+            _items_per_second(cached_dataset(entries, chain, cache_dir=disk))  # first pass writes the files
+            disk_build = time.perf_counter() - start
+            datasets = {
+                "no cache": lambda chain=chain: Dataset(entries, chain),
+                "in memory": lambda memory=memory: memory,
+                "on disk": lambda chain=chain, disk=disk: cached_dataset(entries, chain, cache_dir=disk),
+            }
+            rates: dict[str, list[float]] = {name: [] for name in datasets}
+            for _ in range(1 if quick else 3):
+                for name, make in datasets.items():
+                    rates[name].append(_items_per_second(make()))
+            r = {name: statistics.median(values) for name, values in rates.items()}
+            label = f"pipeline ({chain_name} chain, {n} native PNGs)"
+            rows.append(_row(f"{label}, no cache", r["no cache"], "img/s"))
+            rows.append(_row(f"{label}, in-memory cache", r["in memory"], "img/s"))
+            rows.append(_row(f"{label}, on-disk cache (fresh dataset)", r["on disk"], "img/s"))
+            rows.append(_row(f"{label}, building the in-memory cache", n / build, "img/s"))
+            rows.append(_row(f"{label}, building the on-disk cache", n / disk_build, "img/s"))
+            for name in ("in memory", "on disk"):
+                ratio = r[name] / r["no cache"]
+                rows.append(_row(f"{label}, {name} / no cache", ratio, "ratio", ">= 3", ratio >= 3))
     return rows
 
 
@@ -294,4 +333,44 @@ def benchmark_scaling(quick: bool = False) -> list[dict]:
         rows.append(_row(f"{label}, training", rate, "img/s"))
         rows.append(_row(f"{label}, cache build", cache_seconds, "s"))
         rows.append(_row(f"{label}, peak memory", peak, "MB"))
+    return rows
+
+
+TRAINING_OPTIONS = {
+    "default": {},
+    "1 loader worker": {"train_workers": 1},
+    "2 loader workers": {"train_workers": 2},
+    "channels_last": {"channels_last": True},
+    "torch.compile": {"compile": True},
+}
+
+
+def benchmark_options(quick: bool = False) -> list[dict]:
+    """Training images/s of the bundle engine under each speed option of ``configs/train.json``.
+
+    The options (loader workers, ``channels_last``, ``torch.compile``) run one epoch each at the quick
+    preset, alternating over the repetitions; each is reported against the default settings of the
+    same run. ``torch.compile`` is left out of ``--quick`` (compiling takes a minute on a CPU); its
+    compilation happens in the untimed warm-up iterations.
+    """
+    canvas, widths, batch, per_site = training_settings(quick)[0]
+    options = {k: v for k, v in TRAINING_OPTIONS.items() if not (quick and "compile" in v)}
+    rates: dict[str, list[float]] = {name: [] for name in options}
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = _parser(Path(tmp), canvas, widths, batch, per_site)
+        warm.update({"output_dir": str(Path(tmp) / "warm_up")})
+        _time_bundle_epoch(warm, warmup=1)  # untimed: first-use costs of the process go here
+        for rep in range(1 if quick else 2):
+            for name, overrides in options.items() if rep % 2 == 0 else reversed(options.items()):
+                parser = _parser(Path(tmp), canvas, widths, batch, per_site)
+                parser.update({"output_dir": str(Path(tmp) / f"run_{rep}_{len(rates[name])}_{name}"), **overrides})
+                parser.parse()
+                rates[name].append(_time_bundle_epoch(parser, warmup=3 if "compile" in overrides else 1))
+    default = statistics.median(rates["default"])
+    rows = []
+    for name in options:
+        rate = statistics.median(rates[name])
+        rows.append(_row(f"train {canvas} px option: {name}", rate, "img/s"))
+        if name != "default":
+            rows.append(_row(f"train {canvas} px option: {name} / default", rate / default, "ratio"))
     return rows

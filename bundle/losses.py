@@ -9,7 +9,8 @@ Every loss exposes ``per_image(pred, target) -> (B,)`` so validation can report 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +19,21 @@ from bundle.metrics import ms_ssim, roi_edge_error, roi_mae, split_target
 
 TERMS = ("global", "l1", "edge")
 WEIGHTINGS = ("calibrated", "equal", "uncertainty")
+
+
+def full_precision(forward: Callable) -> Callable:
+    """Run a loss's ``forward(pred, target)`` in float32 with autocast off.
+
+    Under mixed precision (``amp`` on GPU) the network's output may be bfloat16/float16; the SSIM
+    sums, the Sobel normalisation and the ROI means are computed in float32 all the same.
+    """
+
+    @functools.wraps(forward)
+    def wrapper(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            return forward(self, pred.float(), target.float())
+
+    return wrapper
 
 
 class MSSSIMLoss(nn.Module):
@@ -36,6 +52,7 @@ class MSSSIMLoss(nn.Module):
         image, _ = split_target(target)
         return 1.0 - ms_ssim(pred, image, self.data_range)
 
+    @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch."""
         return self.per_image(pred, target).mean()
@@ -49,6 +66,7 @@ class ROIL1Loss(nn.Module):
         image, mask = split_target(target)
         return roi_mae(pred, image, mask)
 
+    @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch."""
         return self.per_image(pred, target).mean()
@@ -70,6 +88,7 @@ class ROIEdgeLoss(nn.Module):
         image, mask = split_target(target)
         return roi_edge_error(pred, image, mask, self.eps)
 
+    @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch."""
         return self.per_image(pred, target).mean()
@@ -141,6 +160,7 @@ class ROICompositeLoss(nn.Module):
             return sum(torch.exp(-s[i]) * values[t] + s[i] for i, t in enumerate(TERMS))
         return sum(self.weights[i] * values[t] for i, t in enumerate(TERMS))
 
+    @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean weighted loss over the batch."""
         return self.per_image(pred, target).mean()
