@@ -228,6 +228,32 @@ class PhaseCompleteHandler:
         atomic_write_json(self.path, {"epochs_run": engine.state.epoch, "max_epochs": engine.state.max_epochs})
 
 
+class ModelSaver:
+    """Save modules as ``{"model": state_dict}`` files (atomically, rank 0) when the engine completes.
+
+    Args:
+        files: path -> module.
+    """
+
+    def __init__(self, files: dict) -> None:
+        self.files = {Path(path): module for path, module in files.items()}
+
+    def attach(self, engine: Engine) -> None:
+        """Run on ``Events.COMPLETED``."""
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        """Write every file."""
+        from bundle.atomic import atomic_path
+
+        if not is_rank0():
+            return
+        for path, module in self.files.items():
+            with atomic_path(path) as tmp:
+                torch.save({"model": module.state_dict()}, tmp)
+            logger.info(f"saved {path}")
+
+
 class ResumeCheckpointHandler:
     """Save everything needed to resume after every epoch, and resume from the newest save at start.
 

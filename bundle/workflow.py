@@ -31,8 +31,8 @@ def prepare_datalist(dataset_dir: str | os.PathLike, synthetic: dict | None = No
     Args:
         dataset_dir: dataset folder (holding ``datalist.json``) or a datalist file.
         synthetic: settings of the synthetic dataset to create when no datalist exists
-            (``per_site``, ``sites``, ``seed``, ``size`` as [W, H] or None, ``workers``); None to
-            require an existing datalist.
+            (``per_site``, ``sites``, ``seed``, ``size`` as [W, H] or None, ``workers``, ``masks``
+            to also write structure label maps); None to require an existing datalist.
 
     Returns:
         the entries with absolute image paths.
@@ -61,6 +61,7 @@ def prepare_datalist(dataset_dir: str | os.PathLike, synthetic: dict | None = No
             seed=int(synthetic.get("seed", 0)),
             size=tuple(size) if size else None,
             workers=int(synthetic.get("workers", 1)),
+            masks=bool(synthetic.get("masks", False)),
         )
     if distributed and torch.distributed.get_rank() == 0:
         torch.distributed.barrier()

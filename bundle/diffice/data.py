@@ -1,0 +1,170 @@
+"""Diff-ICE data: datalist items with the plane label, structure classes and a resized canvas.
+
+Every synthetic image carries ``meta.standard_plane`` and, when written with ``masks``, a tissue
+label map. The guide's segmentation net learns :data:`STRUCTURE_CLASSES` (label-map values grouped
+into the structures a sonographer checks); real datalists need the same ``label`` maps and
+``meta.standard_plane`` flags (see ``docs/diffice.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import Compose, MapTransform, Resized, ResizeWithPadOrCropd, SelectItemsd
+
+from bundle.readers import ImageReadError, image_format
+from bundle.synthetic.anatomy import LABELS
+from bundle.transforms import LoadUltrasoundImaged
+
+__all__ = ["STRUCTURE_CLASSES", "diffice_items", "LoadLabelMapd", "StructureClassesd", "diffice_preprocessing"]
+
+#: segmentation classes of the guide: name -> tissue labels of the synthetic label map
+STRUCTURE_CLASSES: dict[str, tuple[int, ...]] = {
+    "background": (),
+    "head": tuple(LABELS[n] for n in ("skull", "brain", "thalami", "midbrain", "fourth_ventricle", "cisterna_magna")),
+    "NT": (LABELS["nt"],),
+    "nasal": tuple(LABELS[n] for n in ("nasal_bone", "nasal_skin", "nasal_tip")),
+    "palate": (LABELS["palate"],),
+}
+
+SP, NSP = 1, 0  # class indices: standard plane, non-standard plane
+
+
+def diffice_items(entries: Sequence[dict]) -> list[dict]:
+    """Datalist entries -> items with ``image``, ``label``, ``plane`` (1 = SP) and ``site``.
+
+    Args:
+        entries: validated datalist entries (absolute paths).
+
+    Returns:
+        the items.
+
+    Raises:
+        ValueError: naming the first entry without a label map or a standard-plane flag.
+    """
+    items = []
+    for i, entry in enumerate(entries):
+        flag = (entry.get("meta") or {}).get("standard_plane")
+        if "label" not in entry or flag is None:
+            missing = "label" if "label" not in entry else "meta.standard_plane"
+            raise ValueError(
+                f"datalist entry {i} ({entry.get('image')}): no {missing!r}; Diff-ICE needs a structure label map "
+                "and the standard-plane flag per image (synthetic data: write it with masks, "
+                "python -m bundle synth --masks)"
+            )
+        items.append(
+            {
+                "image": entry["image"],
+                "label": entry["label"],
+                "plane": SP if flag else NSP,
+                "site": int(entry.get("site", 0)),
+                "case_id": entry.get("case_id", str(i)),
+            }
+        )
+    return items
+
+
+def read_label_map(path: str) -> np.ndarray:
+    """Read an integer label map (PNG/TIFF, NIfTI or DICOM) as (H, W) int64, values unchanged.
+
+    Raises:
+        ImageReadError: naming the file, the reason and the fix.
+    """
+    try:
+        kind = image_format(path)
+        if kind == "nifti":
+            import nibabel
+
+            array = np.asarray(nibabel.load(path).dataobj).squeeze().T
+        elif kind == "dicom":
+            import pydicom
+
+            array = pydicom.dcmread(path).pixel_array
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                array = np.asarray(image)
+    except ImageReadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every reader failure becomes one clear message
+        raise ImageReadError(f"{path}: not a readable label map ({error}); write it as an 8-bit PNG") from None
+    if array.ndim != 2:
+        raise ImageReadError(f"{path}: label map has shape {array.shape}; write one 2-D integer map per image")
+    return np.rint(array).astype(np.int64)
+
+
+class LoadLabelMapd(MapTransform):
+    """Load integer label maps (PNG, DICOM, NIfTI) as (1, H, W) int64 tensors, values kept.
+
+    Args:
+        keys: keys holding label-map paths.
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        """Load every key; see the class docstring."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = MetaTensor(torch.as_tensor(read_label_map(str(d[key])))[None])
+        return d
+
+
+class StructureClassesd(MapTransform):
+    """Map tissue label values to structure classes (:data:`STRUCTURE_CLASSES` order).
+
+    Args:
+        keys: label keys.
+        classes: name -> tissue labels; class 0 is everything not listed.
+        allow_missing_keys: don't raise when a key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        classes: Mapping[str, Sequence[int]] = STRUCTURE_CLASSES,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        table = torch.zeros(256, dtype=torch.int64)
+        for index, values in enumerate(classes.values()):
+            table[list(values)] = index
+        self.table = table
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        """Map every key; see the class docstring."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(d[key]).long().clamp(0, 255)
+            d[key] = self.table[label]
+        return d
+
+
+def diffice_preprocessing(image_size: Sequence[int]) -> Compose:
+    """Load, fit the longest side into ``image_size`` (H, W) keeping the aspect, pad/crop to it.
+
+    Args:
+        image_size: (H, W) of the canvas.
+
+    Returns:
+        the deterministic chain: ``image`` float [0, 1] (1, H, W), ``label`` structure classes.
+    """
+    height, width = (int(v) for v in image_size)
+    return Compose(
+        [
+            LoadUltrasoundImaged(keys="image", spacing_key=None),
+            LoadLabelMapd(keys="label"),
+            Resized(keys="image", spatial_size=max(height, width), size_mode="longest", mode="area"),
+            Resized(keys="label", spatial_size=max(height, width), size_mode="longest", mode="nearest"),
+            ResizeWithPadOrCropd(keys=["image", "label"], spatial_size=(height, width)),
+            StructureClassesd(keys="label"),
+            SelectItemsd(keys=["image", "label", "plane", "site", "case_id"]),
+        ]
+    )

@@ -1,0 +1,361 @@
+"""Counterfactual study and report: Diff-ICE and its baselines on held-out non-standard planes.
+
+For every method (Diff-ICE, Diff-ICE_1 and the gradient-through-x_t variant) and every iteration,
+the report gives the paper's Table 2 columns: flip ratio, MAD, BKL, FID-like, FSD-like, SonoSim-like,
+MQD, seconds per batch and peak memory. Figures show the input and each iteration with the guide's
+predicted segmentation. Everything is written atomically under ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bundle.atomic import atomic_path, atomic_write_json, atomic_write_text
+from bundle.diffice import metrics as M
+from bundle.diffice.counterfactual import GuidanceSettings, diff_ice, search_lambda, to_unit
+from bundle.diffice.data import SP
+from bundle.diffice.schedule import NoiseSchedule
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["collect", "balanced_accuracy", "mean_dice", "counterfactual_study", "write_diffice_report"]
+
+COLUMNS = ("flip_ratio", "mad", "bkl", "fid_like", "fsd_like", "sonosim_like", "mqd", "seconds_per_batch", "peak_mb")
+
+
+def collect(data_loader, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Stack a loader's ``image`` (B, 1, H, W), ``label``, ``plane`` and ``site`` into tensors."""
+    parts: dict[str, list[torch.Tensor]] = {"image": [], "label": [], "plane": [], "site": []}
+    for batch in data_loader:
+        for key in parts:
+            value = torch.as_tensor(batch[key])
+            parts[key].append(value.as_tensor() if hasattr(value, "as_tensor") else value)
+    return {key: torch.cat(values).to(device) for key, values in parts.items()}
+
+
+def balanced_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean per-class recall over the classes present in ``truth``."""
+    recalls = [float((predicted[truth == c] == c).float().mean()) for c in torch.unique(truth)]
+    return float(np.mean(recalls))
+
+
+def mean_dice(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> float:
+    """Mean Dice over the foreground classes present in ``truth`` (label maps (B, H, W))."""
+    scores = []
+    for c in range(1, num_classes):
+        p, t = predicted == c, truth == c
+        if t.any():
+            scores.append(float(2 * (p & t).sum() / (p.sum() + t.sum())))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+@torch.no_grad()
+def _probabilities(network: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Softmax probability of the standard plane for images in [0, 1]."""
+    return torch.cat([torch.softmax(network(x), 1)[:, SP] for x in images.split(batch_size)])
+
+
+@torch.no_grad()
+def _features(fn, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    return torch.cat([fn(x) for x in images.split(batch_size)])
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def iteration_metrics(
+    counterfactuals: torch.Tensor,
+    originals: torch.Tensor,
+    reference_sp: torch.Tensor,
+    guide: nn.Module,
+    oracle: nn.Module,
+    psi,
+) -> dict[str, float]:
+    """Table 2 metrics of one set of counterfactuals (all images in [0, 1]).
+
+    Args:
+        counterfactuals: (B, 1, H, W).
+        originals: their inputs.
+        reference_sp: real standard planes (the Frechet reference).
+        guide: the guiding classifier (flip ratio, BKL, FSD-like features through its segmenter).
+        oracle: the independent classifier (MQD).
+        psi: feature function (FID-like and SonoSim-like).
+
+    Returns:
+        metric name -> value.
+    """
+    p_guide = _probabilities(guide, counterfactuals)
+    cf_features, orig_features = _features(psi, counterfactuals), _features(psi, originals)
+    segment = guide.segment
+    return {
+        "flip_ratio": M.flip_ratio(p_guide),
+        "mad": M.mean_absolute_difference(counterfactuals, originals),
+        "bkl": M.bkl(p_guide),
+        "fid_like": M.frechet_distance(cf_features, _features(psi, reference_sp)),
+        "fsd_like": M.frechet_distance(
+            _features(lambda x: M.segmentation_features(segment(x)), counterfactuals),
+            _features(lambda x: M.segmentation_features(segment(x)), reference_sp),
+        ),
+        "sonosim_like": M.paired_cosine(cf_features, orig_features),
+        "mqd": M.mean_quality_difference(_probabilities(oracle, counterfactuals), _probabilities(oracle, originals)),
+    }
+
+
+def _run_method(
+    inputs, denoiser, respaced, guide, psi, chosen: GuidanceSettings, iterations: int, settings, device, scale: float
+):
+    """One method with the lambda_c search (each value times ``scale``); returns (search, s per pass, batches, s)."""
+    generator = torch.Generator(device=device).manual_seed(int(settings["seed"]))
+    pass_seconds = [0.0] * iterations
+    batches = 0
+
+    def run(subset: torch.Tensor, lambda_c: float) -> list[torch.Tensor]:
+        nonlocal batches
+        outputs: list[list[torch.Tensor]] = [[] for _ in range(iterations)]
+        for chunk in subset.split(int(settings["batch_size"])):
+            batches += 1
+            started = [time.perf_counter()]
+
+            def clock(level: int, _: torch.Tensor, started=started) -> None:
+                now = time.perf_counter()
+                pass_seconds[level - 1] += now - started[0]
+                started[0] = now
+
+            passes = diff_ice(
+                chunk.to(device) * 2.0 - 1.0,
+                denoiser,
+                respaced,
+                guide,
+                psi,
+                replace(chosen, lambda_c=lambda_c * scale),
+                iterations,
+                generator,
+                on_iteration=clock,
+            )
+            for level, out in enumerate(passes):
+                outputs[level].append(to_unit(out).cpu())
+        return [torch.cat(level) for level in outputs]
+
+    def is_flipped(images: torch.Tensor) -> torch.Tensor:
+        return _probabilities(guide, images.to(device)).cpu() > 0.5
+
+    started = time.perf_counter()
+    search = search_lambda(inputs, run, is_flipped, tuple(settings["lambdas"]))
+    return search, pass_seconds, batches, time.perf_counter() - started
+
+
+def counterfactual_study(
+    inputs: torch.Tensor,
+    reference_sp: torch.Tensor,
+    unet: nn.Module,
+    guide: nn.Module,
+    oracle: nn.Module,
+    psi,
+    schedule: NoiseSchedule,
+    settings: dict,
+    device: torch.device,
+    methods: tuple[str, ...] = ("Diff-ICE", "Diff-ICE_1", "Diff-ICE (grad x_t)"),
+) -> dict:
+    """Run each method on ``inputs`` (NSP images in [0, 1]) and measure every iteration.
+
+    Args:
+        inputs: (B, 1, H, W) non-standard planes.
+        reference_sp: real standard planes for the Frechet distances.
+        unet: the trained eps-prediction UNet.
+        guide: the guiding classifier ``f`` (frozen).
+        oracle: the independent oracle (frozen).
+        psi: the frozen feature function.
+        schedule: the forward process.
+        settings: ``num_inference_steps``, ``tau``, ``iterations``, ``lambdas``, ``lambda_p``,
+            ``lambda_scale`` (multiplies both lambdas; default 1), ``batch_size``, ``seed``.
+        device: where to run.
+        methods: which methods to run.
+
+    Returns:
+        ``{"methods": {name: {"iterations": [metrics per iteration], "lambda_counts": ...}},
+        "counterfactuals": {name: [tensor per iteration]}}``.
+    """
+    respaced = schedule.respaced(int(settings["num_inference_steps"]))
+    unet.eval()
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(x, timesteps=t)
+
+    scale = float(settings.get("lambda_scale", 1.0))
+    base = GuidanceSettings(tau=int(settings["tau"]), lambda_p=float(settings["lambda_p"]) * scale)
+    results: dict = {"methods": {}, "counterfactuals": {}}
+    for method in methods:
+        iterations = 1 if method == "Diff-ICE_1" else int(settings["iterations"])
+        chosen = replace(base, gradient="x_t" if "x_t" in method else "x0")
+        search, pass_seconds, batches, elapsed = _run_method(
+            inputs, denoiser, respaced, guide, psi, chosen, iterations, settings, device, scale
+        )
+        rows = []
+        called_nsp = _probabilities(guide, inputs.to(device)).cpu() <= 0.5
+        for level, counterfactuals in enumerate(search.outputs, start=1):
+            row = iteration_metrics(
+                counterfactuals.to(device), inputs.to(device), reference_sp.to(device), guide, oracle, psi
+            )
+            p_cf = _probabilities(guide, counterfactuals.to(device)).cpu()
+            row["flip_ratio_guide_nsp"] = M.flip_ratio(p_cf[called_nsp]) if called_nsp.any() else float("nan")
+            row["guide_nsp_inputs"] = int(called_nsp.sum())
+            per_batch = sum(pass_seconds[:level]) / max(batches, 1)
+            row.update({"iteration": level, "seconds_per_batch": per_batch, "peak_mb": _peak_mb(device)})
+            rows.append(row)
+        lambda_counts = {str(v): int((search.lambda_used == v).sum()) for v in settings["lambdas"]}
+        results["methods"][method] = {
+            "iterations": rows,
+            "lambda_counts": lambda_counts,
+            "reruns": {str(k): len(v) for k, v in search.runs.items()},
+            "final_flip_ratio_guide": float(search.flipped.float().mean()),
+            "seconds": elapsed,
+        }
+        results["counterfactuals"][method] = search.outputs
+        logger.info(f"{method}: flip ratio {rows[-1]['flip_ratio']:.3f}, MQD {rows[-1]['mqd']:+.3f} in {elapsed:.1f} s")
+    return results
+
+
+def _markdown(summary: dict) -> str:
+    lines = ["# Diff-ICE counterfactuals", ""]
+    models = summary["models"]
+    lines += [
+        f"Guide balanced accuracy (test): {models['guide_balanced_accuracy']:.3f}; oracle: "
+        f"{models['oracle_balanced_accuracy']:.3f}; segmentation mean Dice: {models['segmentation_dice']:.3f}.",
+        f"Inputs: {summary['inputs']} held-out non-standard planes; reference: {summary['reference']} standard planes.",
+        "",
+        "| method | iteration | flip ratio | flips of guide-NSP | MAD | BKL | FID-like | FSD-like | SonoSim-like "
+        "| MQD | s/batch | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    b = summary["inputs_row"]
+    lines.append(
+        f"| inputs (no change) | 0 | {b['flip_ratio']:.3f} | 0 | 0 | {b['bkl']:.3f} | {b['fid_like']:.3f} | "
+        f"{b['fsd_like']:.4f} | 1 | 0 | - | - |"
+    )
+    for method, result in summary["methods"].items():
+        for row in result["iterations"]:
+            lines.append(
+                f"| {method} | {row['iteration']} | {row['flip_ratio']:.3f} | {row['flip_ratio_guide_nsp']:.3f} "
+                f"({row['guide_nsp_inputs']}) | {row['mad']:.4f} | {row['bkl']:.3f} | "
+                f"{row['fid_like']:.3f} | {row['fsd_like']:.4f} | {row['sonosim_like']:.3f} | {row['mqd']:+.3f} | "
+                f"{row['seconds_per_batch']:.2f} | {row['peak_mb']:.0f} |"
+            )
+    lines += ["", "lambda_c kept per input (first value that flips it; the last value when none does):", ""]
+    for method, result in summary["methods"].items():
+        lines.append(f"- {method}: {result['lambda_counts']} (re-run inputs per value: {result['reruns']})")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(inputs: torch.Tensor, results: dict, guide: nn.Module, path: Path, device, count: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    method = next(iter(results["counterfactuals"]))
+    order = torch.argsort(_probabilities(guide, inputs.to(device)).cpu())[: min(count, len(inputs))]
+    count = len(order)
+    columns = [inputs[order], *[s[order] for s in results["counterfactuals"][method]]]
+    steps = columns[1:]
+    titles = ["input (NSP)", *[f"iteration {i}" for i in range(1, len(steps) + 1)]]
+    fig, axes = plt.subplots(2 * count, len(columns), figsize=(2 * len(columns), 4 * count), squeeze=False)
+    for c, (images, title) in enumerate(zip(columns, titles, strict=True)):
+        with torch.no_grad():
+            p_sp = _probabilities(guide, images.to(device)).cpu()
+            seg = guide.segment(images.to(device)).argmax(1).cpu()
+        for r in range(count):
+            axes[2 * r, c].imshow(images[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[2 * r, c].set_title(f"{title}\np_SP {p_sp[r]:.2f}", fontsize=8)
+            axes[2 * r + 1, c].imshow(seg[r].numpy(), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+            axes[2 * r + 1, c].set_title("predicted structures", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(f"{method}: the inputs the guide finds least standard, and each iteration")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_diffice_report(
+    test_loader,
+    unet: nn.Module,
+    guide: nn.Module,
+    oracle: nn.Module,
+    psi,
+    schedule: NoiseSchedule,
+    settings: dict,
+    output_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    num_structures: int = 5,
+) -> Path:
+    """Evaluate the guide and oracle, run the counterfactual study, write ``results.{json,md}`` and figures.
+
+    Args:
+        test_loader: loader over the held-out test items.
+        unet: trained DDPM UNet.
+        guide: guiding classifier (with ``segment``).
+        oracle: independent classifier.
+        psi: feature function on [0, 1] images.
+        schedule: forward process of the DDPM.
+        settings: see :func:`counterfactual_study`, plus ``max_inputs`` and ``methods``.
+        output_dir: report folder (created).
+        device: where to run.
+        num_structures: segmentation classes.
+
+    Returns:
+        path of ``results.json``.
+    """
+    device = torch.device(device)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    for network in (unet, guide, oracle):
+        network.to(device).eval()
+    test = collect(test_loader, device)
+    with torch.no_grad():
+        guide_pred = torch.cat([guide(x).argmax(1) for x in test["image"].split(64)])
+        oracle_pred = torch.cat([oracle(x).argmax(1) for x in test["image"].split(64)])
+        seg_pred = torch.cat([guide.segment(x).argmax(1) for x in test["image"].split(64)])
+    models = {
+        "guide_balanced_accuracy": balanced_accuracy(guide_pred, test["plane"]),
+        "oracle_balanced_accuracy": balanced_accuracy(oracle_pred, test["plane"]),
+        "segmentation_dice": mean_dice(seg_pred, test["label"][:, 0], num_structures),
+    }
+    nsp = test["image"][test["plane"] != SP][: int(settings["max_inputs"])].cpu()
+    reference = test["image"][test["plane"] == SP].cpu()
+    results = counterfactual_study(
+        nsp, reference, unet, guide, oracle, psi, schedule, settings, device, tuple(settings["methods"])
+    )
+    baseline = iteration_metrics(nsp.to(device), nsp.to(device), reference.to(device), guide, oracle, psi)
+    summary = {
+        "models": models,
+        "inputs_row": baseline,
+        "inputs": len(nsp),
+        "reference": len(reference),
+        "settings": {k: v for k, v in settings.items()},
+        "methods": results["methods"],
+    }
+    _figure(nsp, results, guide, output / "counterfactuals.png", device)
+    arrays = {"inputs": nsp.numpy()}
+    for method, steps in results["counterfactuals"].items():
+        for level, images in enumerate(steps, start=1):
+            arrays[f"{method}_iteration{level}"] = images.numpy()
+    with atomic_path(output / "counterfactuals.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    atomic_write_text(output / "results.md", _markdown(summary))
+    atomic_write_json(output / "results.json", summary)
+    logger.info(f"Diff-ICE report in {output}")
+    return output / "results.json"
