@@ -174,6 +174,41 @@ def run_phase(
     trainer.run()
 
 
+def check_writable(folders: dict[str, str | os.PathLike], min_free_mb: float = 200.0) -> None:
+    """Fail before any work starts when an output folder cannot be written or its disk is nearly full.
+
+    Each folder is created if needed, a probe file is written and removed, and the free space of
+    its file system is compared with ``min_free_mb``.
+
+    Args:
+        folders: config key -> folder, e.g. ``{"output_dir": "runs/quick", "models_dir": "models"}``.
+        min_free_mb: free space each folder's disk must have (checkpoints, reports, models).
+
+    Raises:
+        OSError: naming the key, the folder, the reason and the fix.
+    """
+    import shutil
+    import tempfile
+
+    for key, folder in folders.items():
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+                pass
+        except OSError as error:
+            raise OSError(
+                f"{key} = {path}: cannot write there ({error.strerror or error}); "
+                f"give a writable folder with --{key} or fix its permissions (nothing was started)"
+            ) from None
+        free_mb = shutil.disk_usage(path).free / 2**20
+        if free_mb < min_free_mb:
+            raise OSError(
+                f"{key} = {path}: only {free_mb:.0f} MB free on its disk, {min_free_mb:.0f} MB needed for "
+                f"checkpoints, models and reports; free some space or give another --{key} (nothing was started)"
+            )
+
+
 def check_run_settings(output_dir: str | os.PathLike, settings: dict) -> dict:
     """Refuse to resume a run folder that was made with different settings.
 
