@@ -53,8 +53,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` to ``path`` atomically.
+
+    File names that are not valid UTF-8 (Python keeps their bytes as surrogate escapes) are written
+    back as their original bytes, so a path in a CSV still opens the file it names.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: object, indent: int | None = 1) -> None:
