@@ -5,6 +5,22 @@ from __future__ import annotations
 import torch
 
 
+def plain_tensor(value: object, device: str | torch.device | None = None, **kwargs) -> torch.Tensor:
+    """``value`` as a plain ``torch.Tensor`` (a ``MetaTensor`` loses its metadata) on ``device``.
+
+    Args:
+        value: tensor, ``MetaTensor``, array or number.
+        device: target device (None keeps it).
+        kwargs: passed to ``Tensor.to`` (e.g. ``non_blocking``).
+
+    Returns:
+        the tensor.
+    """
+    tensor = torch.as_tensor(value)
+    tensor = tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+    return tensor.to(device=device, **kwargs)
+
+
 class ROIBatch:
     """``prepare_batch`` for MONAI engines: the network gets the image, the loss image + ROI mask.
 
@@ -26,8 +42,6 @@ class ROIBatch:
         self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(inputs, targets)`` on ``device`` as plain tensors (no metadata overhead)."""
-        image = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking, **kwargs)
-        mask = torch.as_tensor(batchdata[self.mask_key]).to(device=device, non_blocking=non_blocking, **kwargs)
-        image = image.as_tensor() if hasattr(image, "as_tensor") else image
-        mask = mask.as_tensor() if hasattr(mask, "as_tensor") else mask
+        image = plain_tensor(batchdata[self.image_key], device, non_blocking=non_blocking, **kwargs)
+        mask = plain_tensor(batchdata[self.mask_key], device, non_blocking=non_blocking, **kwargs)
         return image.contiguous(memory_format=self.memory_format), torch.cat([image, mask], dim=1)

@@ -228,6 +228,19 @@ class PhaseCompleteHandler:
         atomic_write_json(self.path, {"epochs_run": engine.state.epoch, "max_epochs": engine.state.max_epochs})
 
 
+def save_models(files: dict) -> None:
+    """Write each module as ``{"model": state_dict}`` to its path, atomically.
+
+    Args:
+        files: path -> module.
+    """
+    from bundle.atomic import atomic_path
+
+    for path, module in files.items():
+        with atomic_path(path) as tmp:
+            torch.save({"model": module.state_dict()}, tmp)
+
+
 class ModelSaver:
     """Save modules as ``{"model": state_dict}`` files (atomically, rank 0) when the engine completes.
 
@@ -243,15 +256,11 @@ class ModelSaver:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        """Write every file."""
-        from bundle.atomic import atomic_path
-
+        """Write every file (rank 0)."""
         if not is_rank0():
             return
-        for path, module in self.files.items():
-            with atomic_path(path) as tmp:
-                torch.save({"model": module.state_dict()}, tmp)
-            logger.info(f"saved {path}")
+        save_models(self.files)
+        logger.info(f"saved {', '.join(str(p) for p in self.files)}")
 
 
 class ResumeCheckpointHandler:
@@ -354,8 +363,6 @@ class BestModelSaver:
 
     def __call__(self, engine: Engine) -> None:
         """Save if the metric improved."""
-        from bundle.atomic import atomic_path
-
         value = float(engine.state.metrics[self.metric])
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if not improved:
@@ -363,9 +370,7 @@ class BestModelSaver:
         self.best, self.best_epoch = value, int(engine.state.epoch)
         if not is_rank0():
             return
-        for name, module in self.files.items():
-            with atomic_path(self.save_dir / name) as tmp:
-                torch.save({"model": module.state_dict()}, tmp)
+        save_models({self.save_dir / name: module for name, module in self.files.items()})
         atomic_write_json(
             self.save_dir / "best.json", {"metric": self.metric, "value": value, "epoch": self.best_epoch}
         )

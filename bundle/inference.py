@@ -32,6 +32,7 @@ from monai.transforms import MapTransform
 from torch import nn
 
 from bundle.atomic import atomic_path, atomic_write_csv, atomic_write_json
+from bundle.engines import plain_tensor
 from bundle.metrics import ms_ssim, psnr, roi_edge_error, roi_mae, ssim
 from bundle.readers import IMAGE_SUFFIXES, ImageReadError
 from bundle.transforms import LetterboxGeometry, LoadUltrasoundImage, unletterbox_image
@@ -160,8 +161,7 @@ class SafeLoadUltrasoundImaged(MapTransform):
 def collate_items(items: Sequence[dict]) -> dict:
     """Stack ``image`` into one tensor; keep every other field as a per-item list (boxes may be None)."""
     batch: dict = {key: [item.get(key) for item in items] for key in items[0]}
-    images = [item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"] for item in items]
-    batch["image"] = torch.stack([torch.as_tensor(image).float() for image in images])
+    batch["image"] = torch.stack([plain_tensor(item["image"]).float() for item in items])
     return batch
 
 

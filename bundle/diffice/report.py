@@ -24,6 +24,7 @@ from bundle.diffice import metrics as M
 from bundle.diffice.counterfactual import GuidanceSettings, diff_ice, search_lambda, to_unit
 from bundle.diffice.data import SP
 from bundle.diffice.schedule import NoiseSchedule
+from bundle.engines import plain_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,7 @@ def collect(data_loader, device: str | torch.device = "cpu") -> dict[str, torch.
     parts: dict[str, list[torch.Tensor]] = {"image": [], "label": [], "plane": [], "site": []}
     for batch in data_loader:
         for key in parts:
-            value = torch.as_tensor(batch[key])
-            parts[key].append(value.as_tensor() if hasattr(value, "as_tensor") else value)
+            parts[key].append(plain_tensor(batch[key]))
     return {key: torch.cat(values).to(device) for key, values in parts.items()}
 
 
@@ -82,6 +82,7 @@ def iteration_metrics(
     guide: nn.Module,
     oracle: nn.Module,
     psi,
+    called_nsp: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Table 2 metrics of one set of counterfactuals (all images in [0, 1]).
 
@@ -92,11 +93,17 @@ def iteration_metrics(
         guide: the guiding classifier (flip ratio, BKL, FSD-like features through its segmenter).
         oracle: the independent classifier (MQD).
         psi: feature function (FID-like and SonoSim-like).
+        called_nsp: (B,) bool, the inputs the guide called non-standard; adds their flip ratio.
 
     Returns:
         metric name -> value.
     """
     p_guide = _probabilities(guide, counterfactuals)
+    extra = {}
+    if called_nsp is not None:
+        kept = p_guide[called_nsp.to(p_guide.device)]
+        extra = {"flip_ratio_guide_nsp": M.flip_ratio(kept) if len(kept) else float("nan")}
+        extra["guide_nsp_inputs"] = int(called_nsp.sum())
     cf_features, orig_features = _features(psi, counterfactuals), _features(psi, originals)
     segment = guide.segment
     return {
@@ -110,6 +117,7 @@ def iteration_metrics(
         ),
         "sonosim_like": M.paired_cosine(cf_features, orig_features),
         "mqd": M.mean_quality_difference(_probabilities(oracle, counterfactuals), _probabilities(oracle, originals)),
+        **extra,
     }
 
 
@@ -196,6 +204,7 @@ def counterfactual_study(
     scale = float(settings.get("lambda_scale", 1.0))
     base = GuidanceSettings(tau=int(settings["tau"]), lambda_p=float(settings["lambda_p"]) * scale)
     results: dict = {"methods": {}, "counterfactuals": {}}
+    called_nsp = _probabilities(guide, inputs.to(device)) <= 0.5
     for method in methods:
         iterations = 1 if method == "Diff-ICE_1" else int(settings["iterations"])
         chosen = replace(base, gradient="x_t" if "x_t" in method else "x0")
@@ -203,14 +212,10 @@ def counterfactual_study(
             inputs, denoiser, respaced, guide, psi, chosen, iterations, settings, device, scale
         )
         rows = []
-        called_nsp = _probabilities(guide, inputs.to(device)).cpu() <= 0.5
         for level, counterfactuals in enumerate(search.outputs, start=1):
             row = iteration_metrics(
-                counterfactuals.to(device), inputs.to(device), reference_sp.to(device), guide, oracle, psi
+                counterfactuals.to(device), inputs.to(device), reference_sp.to(device), guide, oracle, psi, called_nsp
             )
-            p_cf = _probabilities(guide, counterfactuals.to(device)).cpu()
-            row["flip_ratio_guide_nsp"] = M.flip_ratio(p_cf[called_nsp]) if called_nsp.any() else float("nan")
-            row["guide_nsp_inputs"] = int(called_nsp.sum())
             per_batch = sum(pass_seconds[:level]) / max(batches, 1)
             row.update({"iteration": level, "seconds_per_batch": per_batch, "peak_mb": _peak_mb(device)})
             rows.append(row)
@@ -324,14 +329,13 @@ def write_diffice_report(
     for network in (unet, guide, oracle):
         network.to(device).eval()
     test = collect(test_loader, device)
-    with torch.no_grad():
-        guide_pred = torch.cat([guide(x).argmax(1) for x in test["image"].split(64)])
-        oracle_pred = torch.cat([oracle(x).argmax(1) for x in test["image"].split(64)])
-        seg_pred = torch.cat([guide.segment(x).argmax(1) for x in test["image"].split(64)])
+    images = test["image"]
     models = {
-        "guide_balanced_accuracy": balanced_accuracy(guide_pred, test["plane"]),
-        "oracle_balanced_accuracy": balanced_accuracy(oracle_pred, test["plane"]),
-        "segmentation_dice": mean_dice(seg_pred, test["label"][:, 0], num_structures),
+        "guide_balanced_accuracy": balanced_accuracy(_features(lambda x: guide(x).argmax(1), images), test["plane"]),
+        "oracle_balanced_accuracy": balanced_accuracy(_features(lambda x: oracle(x).argmax(1), images), test["plane"]),
+        "segmentation_dice": mean_dice(
+            _features(lambda x: guide.segment(x).argmax(1), images), test["label"][:, 0], num_structures
+        ),
     }
     nsp = test["image"][test["plane"] != SP][: int(settings["max_inputs"])].cpu()
     reference = test["image"][test["plane"] == SP].cpu()

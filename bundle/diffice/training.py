@@ -16,6 +16,7 @@ from monai.engines.utils import DiffusionPrepareBatch
 from torch import nn
 
 from bundle.diffice.data import NSP, SP
+from bundle.engines import plain_tensor
 
 __all__ = [
     "split_items",
@@ -73,12 +74,6 @@ def class_weights(items: Sequence[dict], key: str = "plane", num_classes: int = 
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _tensor(value: object, device: str | torch.device | None) -> torch.Tensor:
-    tensor = torch.as_tensor(value)
-    tensor = tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
-    return tensor.to(device)
-
-
 class TargetBatch:
     """``prepare_batch``: the image as input and one item key as target.
 
@@ -93,8 +88,8 @@ class TargetBatch:
         self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(image, target)`` as plain tensors on ``device``."""
-        image = _tensor(batchdata["image"], device).float()
-        target = _tensor(batchdata[self.target_key], device)
+        image = plain_tensor(batchdata["image"], device).float()
+        target = plain_tensor(batchdata[self.target_key], device)
         return image, target.long() if not target.is_floating_point() else target
 
 
@@ -112,10 +107,10 @@ class FeatureBatch:
         self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(image, target)``."""
-        image = _tensor(batchdata["image"], device).float()
-        label = _tensor(batchdata["label"], device).long()[:, 0]
+        image = plain_tensor(batchdata["image"], device).float()
+        label = plain_tensor(batchdata["label"], device).long()[:, 0]
         fractions = F.one_hot(label, self.num_structures).float().mean(dim=(1, 2))
-        site = _tensor(batchdata["site"], device).float().reshape(-1, 1)
+        site = plain_tensor(batchdata["site"], device).float().reshape(-1, 1)
         return image, torch.cat([site, fractions], dim=1)
 
 
@@ -147,7 +142,7 @@ class UnitRangeDiffusionBatch(DiffusionPrepareBatch):
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
         """Return ``(images in [-1, 1], noise target, (), {"noise", "timesteps"})``."""
         images, target, args, infer_kwargs = super().__call__(
-            {"image": _tensor(batchdata["image"], None).float()}, device, non_blocking, **kwargs
+            {"image": plain_tensor(batchdata["image"], None).float()}, device, non_blocking, **kwargs
         )
         return images * 2.0 - 1.0, target, args, infer_kwargs
 
@@ -165,14 +160,21 @@ def seeded(seed: int, factory: Callable[..., nn.Module], *args, **kwargs) -> nn.
 def load_weights(network: nn.Module, path: str | os.PathLike, what: str) -> nn.Module:
     """Load ``{"model": state_dict}`` from ``path`` (``weights_only=True``) into ``network``.
 
+    Args:
+        network: the module to fill.
+        path: the step's model file.
+        what: what the file is, for the error message.
+
+    Returns:
+        ``network``.
+
     Raises:
         FileNotFoundError: naming the step that writes ``path``.
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no {what}; run its training step first (see docs/diffice.md)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("model", state))
-    return network
+    from bundle.report import load_model_weights
+    from bundle.workflow import require_file
+
+    return load_model_weights(network, require_file(path, f"{what} (run its training step first, see docs/diffice.md)"))
 
 
 def step_handlers(
