@@ -22,6 +22,7 @@ from bundle.atomic import atomic_write_json
 from bundle.calibration import calibrate_loss_weights, weights_from_gradient_norms
 from bundle.engines import ROIBatch
 from bundle.losses import ROICompositeLoss
+from bundle.rng import capture_random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
 
@@ -268,8 +269,13 @@ class ResumeCheckpointHandler:
 
     Files are ``checkpoint_dir/checkpoint_epoch=N.pt`` written atomically (temporary file, then
     rename); older ones are removed once the new one is in place. The engine itself (epoch,
-    iteration) and the torch RNG state are saved with the given objects; loading uses
-    ``torch.load(..., weights_only=True)``. Under DDP every rank loads and only rank 0 writes.
+    iteration) and every random stream (:func:`bundle.rng.capture_random_state`: torch, NumPy,
+    Python and the augmentation transforms of ``random_sources``) are saved with the given objects,
+    so a resumed run continues bit for bit where the killed one stopped; loading uses
+    ``torch.load(..., weights_only=True)``. The save is registered when the run starts, after every
+    other epoch handler, so a checkpoint includes its epoch's validation (best model, early-stopping
+    counter). Under DDP every rank loads and only rank 0 writes (ranks > 0 then continue with rank
+    0's augmentation streams: valid, but not bit-identical to an uninterrupted DDP run).
 
     Args:
         checkpoint_dir: folder of the resume checkpoints.
@@ -277,18 +283,33 @@ class ResumeCheckpointHandler:
             stateful handlers).
         interval: epochs between saves.
         keep: number of newest checkpoints kept.
+        random_sources: datasets (or transforms) whose augmentation random states are saved.
     """
 
-    def __init__(self, checkpoint_dir: str | os.PathLike, objects: dict, interval: int = 1, keep: int = 1) -> None:
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        objects: dict,
+        interval: int = 1,
+        keep: int = 1,
+        random_sources: list | tuple = (),
+    ) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.objects = dict(objects)
         self.interval = interval
         self.keep = keep
+        self.random_sources = list(random_sources)
+        self._saver = Events.EPOCH_COMPLETED(every=interval)
 
     def attach(self, engine: Engine) -> None:
-        """Load at ``STARTED`` (when a checkpoint exists), save every ``interval`` epochs."""
+        """Load at ``STARTED`` (when a checkpoint exists); from then on save every ``interval`` epochs."""
         engine.add_event_handler(Events.STARTED, self.load)
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.STARTED, self._register_save)
+
+    def _register_save(self, engine: Engine) -> None:
+        """Register the save now, behind the epoch handlers attached after this one (validation)."""
+        if not engine.has_event_handler(self.save):
+            engine.add_event_handler(self._saver, self.save)
 
     def _checkpoints(self) -> list[Path]:
         """Existing checkpoints, oldest first."""
@@ -306,7 +327,10 @@ class ResumeCheckpointHandler:
             obj.load_state_dict(state[name])
         engine.load_state_dict(state["engine"])
         engine.state.max_epochs = max_epochs
-        torch.set_rng_state(state["torch_rng"])
+        if "random" in state:
+            restore_random_state(state["random"], self.random_sources)
+        else:  # checkpoints of 0.5.0 and earlier
+            torch.set_rng_state(state["torch_rng"])
         logger.info(f"resumed from {path} at epoch {engine.state.epoch} of {max_epochs}")
 
     def save(self, engine: Engine) -> None:
@@ -317,7 +341,7 @@ class ResumeCheckpointHandler:
             return
         state = {name: obj.state_dict() for name, obj in self.objects.items()}
         state["engine"] = engine.state_dict()
-        state["torch_rng"] = torch.get_rng_state()
+        state["random"] = capture_random_state(self.random_sources)
         path = self.checkpoint_dir / f"checkpoint_epoch={engine.state.epoch}.pt"
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -405,8 +429,17 @@ class EarlyStopOnValidation:
         self.counter = 0
 
     def attach(self, engine: Engine) -> None:
-        """Check after every trainer epoch that ran a validation."""
+        """Check after every trainer epoch that ran a validation, and at start (a resumed run that had stopped)."""
+        engine.add_event_handler(Events.STARTED, self.stop_if_exhausted)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def stop_if_exhausted(self, engine: Engine) -> None:
+        """Terminate at once when resumed state says patience had already run out (killed after stopping)."""
+        if 0 < self.patience <= self.counter:
+            logger.info(
+                f"early stopping: already stopped ({self.metric} did not improve for {self.counter} validations)"
+            )
+            engine.terminate()
 
     def state_dict(self) -> dict:
         """Best score and the count of validations without improvement."""

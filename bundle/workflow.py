@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bundle.datalist import load_validated_datalist
+from bundle.rng import reseed
 
 logger = logging.getLogger("fetal_nt_roi_cae")
 
@@ -152,6 +153,8 @@ def run_phase(
     complete_marker: str | os.PathLike,
     network: nn.Module | None = None,
     init_weights: str | os.PathLike | None = None,
+    seed: int | None = None,
+    random_sources: list | tuple = (),
 ) -> None:
     """Run one training phase unless its completion marker says it already finished.
 
@@ -162,10 +165,17 @@ def run_phase(
         network: network to initialise from ``init_weights`` before the phase starts (a resume
             checkpoint, when present, overrides it at ``STARTED``).
         init_weights: ``{"model": state_dict}`` file, e.g. the best phase-1 model for phase 2.
+        seed: when given, every random stream (and the augmentation of ``random_sources``) is
+            seeded from it before the phase starts, so a phase starts the same way whether the
+            previous one ran in this process or in a killed one (a resume checkpoint then restores
+            its own saved state).
+        random_sources: datasets whose augmentation transforms are seeded with ``seed``.
     """
     if phase_is_complete(complete_marker):
         log_phase_skip(name, complete_marker)
         return
+    if seed is not None:
+        reseed(int(seed), random_sources)
     if network is not None and init_weights is not None:
         checkpoint = torch.load(init_weights, map_location="cpu", weights_only=True)
         network.load_state_dict(checkpoint.get("model", checkpoint))

@@ -1,13 +1,13 @@
-"""The training workflows on a tiny synthetic run: properties, outputs, determinism, resume, DDP."""
+"""The training workflows on a tiny synthetic run: properties, outputs, determinism, DDP.
+
+Kill-and-resume is tested in ``tests/robustness/test_kill_and_resume.py``.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -80,40 +80,6 @@ def test_run_ids_train_one_phase_each(tmp_path):
 def test_phase2_without_phase1_says_what_is_missing(tmp_path):
     with pytest.raises(Exception, match="best phase-1 model"):
         run_workflow(tmp_path, run_id="train_phase2")
-
-
-def _start(settings: dict, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", CONFIG, *cli_args(settings)]
-    return subprocess.Popen(command, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def _kill_when(process: subprocess.Popen, path: Path, timeout: float = 240.0) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert process.poll() is None, "the run ended before the checkpoint to kill at appeared"
-        assert time.time() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-@pytest.mark.parametrize("phase", ["phase1", "phase2"])
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, phase):
-    settings = tiny(tmp_path, phase1_epochs=6, phase2_epochs=6, **{"synthetic#per_site": 10})
-    checkpoints = tmp_path / "runs/quick/checkpoints" / phase
-    _kill_when(_start(settings, tmp_path / "first.log"), checkpoints / "checkpoint_epoch=2.pt")
-    assert not (tmp_path / f"runs/quick/{phase}_complete.json").exists()
-    second = _start(settings, tmp_path / "second.log")
-    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
-    log = (tmp_path / "second.log").read_text()
-    resumed = [line for line in log.splitlines() if "resumed from" in line]
-    assert resumed and f"checkpoints/{phase}/checkpoint_epoch=" in resumed[0]
-    assert int(resumed[0].split("checkpoint_epoch=")[1].split(".pt")[0]) >= 2
-    if phase == "phase2":
-        assert "phase 1: already complete" in log
-    marker = json.loads((tmp_path / f"runs/quick/{phase}_complete.json").read_text())
-    assert marker["epochs_run"] == 6
-    assert (tmp_path / "runs/quick/report/metrics.json").exists()
 
 
 def test_two_process_cpu_ddp_training(tmp_path):
