@@ -86,6 +86,7 @@ def benchmark_synth(quick: bool = False) -> list[dict]:
 
 def _suites() -> dict[str, Callable[[bool], list[dict]]]:
     from bundle import benchmark_model as model
+    from bundle.benchmark_streaming import benchmark_streaming
 
     return {
         "synth": benchmark_synth,
@@ -95,10 +96,11 @@ def _suites() -> dict[str, Callable[[bool], list[dict]]]:
         "flops": model.benchmark_flops,
         "scaling": model.benchmark_scaling,
         "options": model.benchmark_options,
+        "streaming": benchmark_streaming,
     }
 
 
-SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling", "options")
+SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling", "options", "streaming")
 
 
 def _isolated_worker(fn: Callable, args: tuple, queue) -> None:
@@ -106,7 +108,11 @@ def _isolated_worker(fn: Callable, args: tuple, queue) -> None:
     try:
         queue.put(("ok", fn(*args), _peak_rss_mb()))
     except Exception as error:  # reported to the parent, which raises it with context
-        queue.put(("error", f"{type(error).__name__}: {error}", _peak_rss_mb()))
+        messages = []
+        while error is not None:  # MONAI wraps config errors: keep the causes
+            messages.append(f"{type(error).__name__}: {error}")
+            error = error.__cause__
+        queue.put(("error", " <- ".join(messages), _peak_rss_mb()))
 
 
 def run_isolated(fn: Callable, *args) -> tuple[object, float]:

@@ -248,13 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; errors with a message for the user exit 2 without a traceback."""
+    from bundle.checkpoints import CheckpointError, UnsafeCheckpointError
     from bundle.datalist import DatalistError
     from bundle.readers import ImageReadError
     from bundle.shenzhen import ConversionError
 
     args = build_parser().parse_args(argv)
+    user_errors = (DatalistError, ImageReadError, ConversionError, CheckpointError, UnsafeCheckpointError)
     try:
         return args.func(args)
-    except (DatalistError, ImageReadError, ConversionError, ValueError, FileNotFoundError) as error:
-        print(f"{Path(sys.argv[0]).name if argv is None else 'bundle'} {args.command}: error: {error}", file=sys.stderr)
+    except (*user_errors, ValueError, OSError) as error:
+        hint = {NotADirectoryError: "; part of this path is a file: give a folder"}.get(type(error), "")
+        prog = Path(sys.argv[0]).name if argv is None else "bundle"
+        print(f"{prog} {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2

@@ -162,7 +162,7 @@ def export_encoder(
     """
     from monai.bundle import ConfigParser
 
-    from bundle.report import load_model_weights
+    from bundle.checkpoints import load_model_weights
 
     ckpt = Path(ckpt_file) if ckpt_file is not None else Path(output_dir) / "encoder.pt"
     if not ckpt.exists():

@@ -20,6 +20,7 @@ from ignite.engine import Engine, Events
 
 from bundle.atomic import atomic_write_json
 from bundle.calibration import calibrate_loss_weights, weights_from_gradient_norms
+from bundle.checkpoints import CheckpointError, read_checkpoint
 from bundle.engines import ROIBatch
 from bundle.losses import ROICompositeLoss
 from bundle.rng import capture_random_state, restore_random_state
@@ -321,7 +322,12 @@ class ResumeCheckpointHandler:
         if not checkpoints:
             return
         path = checkpoints[-1]
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = read_checkpoint(path, "resume checkpoint")
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"{error}. Delete it to train this phase again from its start, or give another --output_dir"
+            ) from None
         max_epochs = engine.state.max_epochs
         for name, obj in self.objects.items():
             obj.load_state_dict(state[name])
@@ -496,20 +502,12 @@ class PerImageMetricsSaver:
 
     def write(self, engine: Engine) -> None:
         """Write the files (rank 0)."""
-        import csv
-        import io
-
-        from bundle.atomic import atomic_write_text
+        from bundle.atomic import atomic_write_csv, atomic_write_text
         from bundle.report import ALL_METRICS
 
         if not is_rank0() or not self.rows:
             return
-        columns = ["case_id", "site", "roi_area_px", *ALL_METRICS]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.output_dir / "per_image.csv", buffer.getvalue())
+        atomic_write_csv(self.output_dir / "per_image.csv", self.rows, ["case_id", "site", "roi_area_px", *ALL_METRICS])
         sites = sorted({r["site"] for r in self.rows})
         summary = {
             "all": {m: sum(r[m] for r in self.rows) / len(self.rows) for m in ALL_METRICS} | {"n": len(self.rows)}

@@ -10,12 +10,15 @@ The pieces plug into a MONAI ``SupervisedEvaluator`` (``configs/inference.json``
 - :class:`LatentInferer` returns the reconstruction and the latent from one encoder pass;
 - :class:`InferenceWriter` maps each reconstruction back through the letterbox inverse and writes
   it (same format as the input where sensible, PNG otherwise), the latent as ``.npy``, and one
-  row of ``results.csv`` / ``results.json`` per image, all atomically.
+  row of ``results.csv`` / ``results.json`` per image, all atomically. Rows are streamed to
+  temporary files as batches complete (nothing per image stays in memory) and renamed into place
+  when the run completes, so memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import os
@@ -31,7 +34,7 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from torch import nn
 
-from bundle.atomic import atomic_path, atomic_write_csv, atomic_write_json
+from bundle.atomic import AtomicTextFile, atomic_path, csv_lines
 from bundle.engines import plain_tensor
 from bundle.metrics import ms_ssim, psnr, roi_edge_error, roi_mae, ssim
 from bundle.readers import IMAGE_SUFFIXES, ImageReadError
@@ -102,7 +105,7 @@ def inference_items(source: str | os.PathLike) -> list[dict]:
             for p in files
         ]
     else:
-        datalist = read_datalist_json(path)
+        datalist = read_datalist_json(path, keep_fields=("image", "roi", "case_id", "site"))
         for index, entry in enumerate(datalist["data"]):
             image = entry.get("image") if isinstance(entry, dict) else None
             if not isinstance(image, str):
@@ -180,23 +183,35 @@ class LatentInferer(Inferer):
         return {"pred": module.decode(z), "latent": z}
 
 
-def _image_metrics(pred: torch.Tensor, image: torch.Tensor, roi: list | None) -> dict[str, float]:
-    """Whole-canvas PSNR/SSIM/MS-SSIM, and ROI metrics when a box is given (canvas pixels)."""
+def batch_metrics(preds: torch.Tensor, images: torch.Tensor, rois: Sequence[list | None]) -> list[dict[str, float]]:
+    """Whole-canvas PSNR/SSIM/MS-SSIM per image, and ROI metrics for images with a box, in one batched pass.
+
+    Args:
+        preds: reconstructions (B, 1, S, S).
+        images: the letterboxed inputs (B, 1, S, S).
+        rois: per image, the NT box in canvas pixels or None.
+
+    Returns:
+        one dict of metric values per image (ROI metrics only for images with a box).
+    """
     from bundle.transforms import roi_mask
 
-    p, y = pred[None].float(), image[None].float()
-    out = {"psnr": float(psnr(p, y)), "ssim": float(ssim(p, y)), "ms_ssim": float(ms_ssim(p, y))}
-    if roi is not None:
-        mask = roi_mask([float(v) for v in roi], y.shape[-2], y.shape[-1])[None].float()
-        if mask.sum() > 0:
-            out.update(
-                {
-                    "roi_mae": float(roi_mae(p, y, mask)),
-                    "roi_edge_mae": float(roi_edge_error(p, y, mask)),
-                    "roi_psnr": float(psnr(p, y, mask=mask)),
-                }
-            )
-    return out
+    p, y = preds.float(), images.float()
+    height, width = y.shape[-2:]
+    whole = {"psnr": psnr(p, y), "ssim": ssim(p, y), "ms_ssim": ms_ssim(p, y)}
+    rows = [{name: float(v[i]) for name, v in whole.items()} for i in range(len(y))]
+    boxed = [i for i, roi in enumerate(rois) if roi is not None]
+    if boxed:  # roi_mask is never empty: a box off the canvas marks the nearest pixel
+        masks = torch.stack([roi_mask([float(v) for v in rois[i]], height, width) for i in boxed]).float()
+        p_roi, y_roi = p[boxed], y[boxed]
+        in_box = {
+            "roi_mae": roi_mae(p_roi, y_roi, masks),
+            "roi_edge_mae": roi_edge_error(p_roi, y_roi, masks),
+            "roi_psnr": psnr(p_roi, y_roi, mask=masks),
+        }
+        for j, i in enumerate(boxed):
+            rows[i].update({name: float(v[j]) for name, v in in_box.items()})
+    return rows
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -274,19 +289,24 @@ class InferenceWriter:
         elif scorer_path is not None:
             logger.warning("no scorer at %s: OOD and quality columns stay empty (run save_latents)", scorer_path)
         self.progress = progress
-        self.rows: list[dict] = []
+        self.counts = {"images": 0, "errors": 0}
+        self._tables: dict[str, AtomicTextFile] = {}
         self._bar = None
 
     def attach(self, engine: Engine) -> None:
-        """Write each batch as it completes and the table when the run completes."""
+        """Write each batch as it completes and publish the tables when the run completes."""
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._write_batch)
         engine.add_event_handler(Events.COMPLETED, self._finish)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._abort)
 
     def _start(self, engine: Engine) -> None:
         from tqdm import tqdm
 
-        self.rows = []
+        self.counts = {"images": 0, "errors": 0}
+        self._tables = {name: AtomicTextFile(self.output_dir / name) for name in ("results.csv", "results.json")}
+        self._tables["results.csv"].write(csv_lines([], list(ROW_COLUMNS)))
+        self._tables["results.json"].write("[")
         total = len(engine.state.dataloader.dataset) if hasattr(engine.state.dataloader, "dataset") else None
         self._bar = tqdm(total=total, desc="inference", unit="img", disable=not self.progress)
 
@@ -296,12 +316,23 @@ class InferenceWriter:
         latents = output["pred"]["latent"].detach().float().cpu().numpy()
         images = batch["image"].detach().cpu()
         scores = self.scorer.score(latents) if self.scorer is not None else None
-        for i, case_id in enumerate(batch["case_id"]):
-            self.rows.append(self._row(batch, i, case_id, preds[i], images[i], latents[i], scores))
+        metrics = batch_metrics(preds, images, batch["roi"])
+        rows = [
+            self._row(batch, i, case_id, preds[i], latents[i], metrics[i], scores)
+            for i, case_id in enumerate(batch["case_id"])
+        ]
+        self._tables["results.csv"].write(csv_lines(rows, list(ROW_COLUMNS), header=False))
+        for row in rows:
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            self._tables["results.json"].write(("\n" if not self.counts["images"] else ",\n") + json.dumps(clean))
+            self.counts["images"] += 1
+            self.counts["errors"] += row["status"] == "error"
+        for table in self._tables.values():
+            table.flush()
         if self._bar is not None:
-            self._bar.update(len(batch["case_id"]))
+            self._bar.update(len(rows))
 
-    def _row(self, batch: dict, i: int, case_id: str, pred, image, latent, scores) -> dict:
+    def _row(self, batch: dict, i: int, case_id: str, pred, latent, metrics: dict, scores) -> dict:
         row = {column: "" for column in ROW_COLUMNS}
         row.update({"case_id": case_id, "image": str(batch["image_path"][i])})
         if batch["error"][i]:
@@ -319,7 +350,7 @@ class InferenceWriter:
         with atomic_path(latent_path) as tmp, open(tmp, "wb") as handle:
             np.save(handle, latent.astype(np.float32))
         row["latent"] = str(latent_path)
-        row.update(_image_metrics(pred, image, batch["roi"][i]))
+        row.update(metrics)
         if scores is not None:
             row.update({name: values[i].item() for name, values in scores.items()})
         return row
@@ -327,16 +358,25 @@ class InferenceWriter:
     def _finish(self, engine: Engine) -> None:
         if self._bar is not None:
             self._bar.close()
-        atomic_write_csv(self.output_dir / "results.csv", self.rows, list(ROW_COLUMNS))
-        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in self.rows]
-        atomic_write_json(self.output_dir / "results.json", clean)
-        failed = sum(1 for r in self.rows if r["status"] == "error")
+        self._tables["results.json"].write("\n]\n")
+        for table in self._tables.values():
+            table.commit()
+        self._tables = {}
         logger.info(
             "inference: %d images, %d unreadable; outputs in %s (results.csv, reconstructions/, latents/)",
-            len(self.rows),
-            failed,
+            self.counts["images"],
+            self.counts["errors"],
             self.output_dir,
         )
+
+    def _abort(self, engine: Engine, error: BaseException) -> None:
+        """Remove the unfinished tables (earlier complete ones stay) and let the error through."""
+        if self._bar is not None:
+            self._bar.close()
+        for table in self._tables.values():
+            table.discard()
+        self._tables = {}
+        raise error
 
 
 class Reconstructor:
@@ -360,7 +400,7 @@ class Reconstructor:
     def __init__(self, config_file: str | os.PathLike | None = None, overrides: dict | None = None) -> None:
         from monai.bundle import ConfigParser
 
-        from bundle.report import load_model_weights
+        from bundle.checkpoints import load_model_weights
 
         config_file = config_file or Path(__file__).resolve().parents[1] / "configs" / "inference.json"
         parser = ConfigParser()
@@ -407,6 +447,6 @@ class Reconstructor:
         return {
             "reconstruction": unletterbox_image(pred, geometry)[0].clamp(0, 1).numpy(),
             "latent": latent,
-            "metrics": _image_metrics(pred, image, item["roi"]),
+            "metrics": batch_metrics(pred[None], image[None], [item["roi"]])[0],
             "scores": scores,
         }

@@ -243,9 +243,9 @@ def write_probe_report(
     Returns:
         the metrics per phase (what ``probes.json`` holds).
     """
+    from bundle.checkpoints import load_model_weights
     from bundle.latents import concat_splits, save_latents
     from bundle.probe_figures import draw_probe_figures
-    from bundle.report import load_model_weights
 
     settings = ProbeSettings(**settings) if isinstance(settings, dict) else settings or ProbeSettings()
     output = Path(output_dir)

@@ -269,7 +269,7 @@ def _run_parser(settings: ProtocolSettings, site: int, seed: int, variant: str =
 
 def _phase_networks(parser, root: Path) -> dict:
     """Best phase-1 and phase-2 networks of a run, on the CPU."""
-    from bundle.report import load_model_weights
+    from bundle.checkpoints import load_model_weights
 
     def fresh():
         return copy.deepcopy(parser.get_parsed_content("network_def")).cpu()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bundle.atomic import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
+from bundle.checkpoints import load_model_weights
 from bundle.metrics import METRIC_NAMES, ms_ssim, psnr, roi_edge_error, roi_mae, ssim
 
 logger = logging.getLogger("fetal_nt_roi_cae")
@@ -29,13 +30,6 @@ PAPER_DELTAS = {
     "val": {"psnr": "+0.27 dB", "roi_mae": "-8.87 %", "roi_edge_mae": "-11.10 %"},
     "held_out": {"psnr": "+0.29 dB", "roi_mae": "-6.43 %", "roi_edge_mae": "-4.90 %"},
 }
-
-
-def load_model_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load ``{"model": state_dict}`` (or a bare state dict) from ``path`` with ``weights_only=True``."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    network.load_state_dict(checkpoint.get("model", checkpoint))
-    return network
 
 
 def _content_boxes(letterbox: dict, batch_size: int) -> list[tuple[int, int, int, int]]:

@@ -226,8 +226,8 @@ def write_training_latents(
     Returns:
         the fitted scorer.
     """
+    from bundle.checkpoints import load_model_weights
     from bundle.latents import collect_latents, concat_splits, save_latents
-    from bundle.report import load_model_weights
 
     network = load_model_weights(copy.deepcopy(template).cpu(), model_path).to(device)
     tables = {split: collect_latents(network, loader, device) for split, loader in loaders.items()}

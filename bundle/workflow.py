@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bundle.checkpoints import load_model_weights
 from bundle.datalist import load_validated_datalist
 from bundle.rng import reseed
 
@@ -177,8 +178,7 @@ def run_phase(
     if seed is not None:
         reseed(int(seed), random_sources)
     if network is not None and init_weights is not None:
-        checkpoint = torch.load(init_weights, map_location="cpu", weights_only=True)
-        network.load_state_dict(checkpoint.get("model", checkpoint))
+        load_model_weights(network, init_weights, f"{name} initial weights")
         logger.info(f"{name}: starting from {init_weights}")
     logger.info(f"{name}: training for up to {trainer.state.max_epochs} epochs")
     trainer.run()

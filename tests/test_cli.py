@@ -56,8 +56,9 @@ def test_quick_benchmark_runs_and_writes_its_tables(tmp_path):
     assert main(["benchmark", "--quick", "--output", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "benchmark.json").read_text())
     assert results["suites"]["synth"] and (tmp_path / "benchmark.md").exists()
-    expected = {"synth", "pipeline", "training", "encoder", "flops", "scaling", "options", "efficiency"}
+    expected = {"synth", "pipeline", "training", "encoder", "flops", "scaling", "options", "streaming", "efficiency"}
     assert expected <= set(results["suites"])
     names = [row["name"] for rows in results["suites"].values() for row in rows]
     assert any("bundle / plain" in n for n in names) and any("in memory / no cache" in n for n in names)
     assert any("peak resident memory of the training suite" in n for n in names)
+    assert any("peak memory, 100 / 20 images" in n for n in names)

@@ -53,9 +53,9 @@ def test_training_saves_latents_and_a_scorer_beside_the_encoder(trained):
 def test_export_round_trip_torchscript_and_onnx(trained, exported):
     from monai.data import load_net_with_metadata
 
+    from bundle.checkpoints import load_model_weights
     from bundle.export import max_latent_difference
     from bundle.network import CAEEncoder
-    from bundle.report import load_model_weights
 
     encoder = load_model_weights(CAEEncoder(widths=ARCH["network_widths"]), exported / "encoder.pt")
     for name in ("encoder.ts", "encoder.onnx"):

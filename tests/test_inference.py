@@ -112,3 +112,20 @@ def test_reconstructor_api(tiny_trained, tmp_path):
     (tmp_path / "bad.png").write_text("not an image")
     with pytest.raises(ImageReadError, match="bad.png"):
         model.run(tmp_path / "bad.png")
+
+
+def test_batched_metrics_equal_one_image_at_a_time():
+    import torch
+
+    from bundle.inference import batch_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 1, 64, 64, generator=generator)
+    preds = (images + 0.1 * torch.randn(4, 1, 64, 64, generator=generator)).clamp(0, 1)
+    rois = [[10, 20, 40, 30], None, [200, 200, 210, 210], [0.5, 0.5, 3.2, 2.7]]  # box, none, off-canvas, tiny
+    batched = batch_metrics(preds, images, rois)
+    for i, roi in enumerate(rois):
+        alone = batch_metrics(preds[i : i + 1], images[i : i + 1], [roi])[0]
+        assert batched[i].keys() == alone.keys()
+        assert all(abs(batched[i][k] - alone[k]) < 1e-5 for k in alone)
+    assert "roi_mae" not in batched[1] and all("roi_edge_mae" in batched[i] for i in (0, 2, 3))

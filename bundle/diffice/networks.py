@@ -15,6 +15,8 @@ import torch
 from monai.networks.nets import UNet, resnet10, resnet50
 from torch import nn
 
+from bundle.checkpoints import read_checkpoint
+
 __all__ = [
     "SonoNet16",
     "GuidedClassifier",
@@ -174,7 +176,7 @@ class ResNet50Features(nn.Module):
     def __init__(self, weights_path: str | os.PathLike) -> None:
         super().__init__()
         self.net = resnet50(spatial_dims=2, n_input_channels=3, feed_forward=False)
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(weights_path, "ResNet-50 weights file")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith(("fc.", "module.fc."))}
         try:

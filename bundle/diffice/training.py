@@ -171,7 +171,7 @@ def load_weights(network: nn.Module, path: str | os.PathLike, what: str) -> nn.M
     Raises:
         FileNotFoundError: naming the step that writes ``path``.
     """
-    from bundle.report import load_model_weights
+    from bundle.checkpoints import load_model_weights
     from bundle.workflow import require_file
 
     return load_model_weights(network, require_file(path, f"{what} (run its training step first, see docs/diffice.md)"))

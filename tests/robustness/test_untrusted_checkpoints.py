@@ -13,11 +13,11 @@ import pytest
 import torch
 from ignite.engine import Engine
 
+from bundle.checkpoints import CheckpointError, checked_checkpoint, load_model_weights
 from bundle.diffice.networks import ResNet50Features
 from bundle.diffice.training import load_weights
 from bundle.handlers import ResumeCheckpointHandler
 from bundle.network import ROIAwareCAE
-from bundle.report import load_model_weights
 from bundle.workflow import run_phase
 
 
@@ -61,6 +61,7 @@ def _loaders(tmp_path: Path, checkpoint: Path):
         ("workflow.run_phase", lambda: run_phase("p", _Trainer(), tmp_path / "m.json", network, checkpoint)),
         ("ResumeCheckpointHandler.load", lambda: ResumeCheckpointHandler(resume_dir, {"model": network}).load(engine)),
         ("diffice ResNet50Features", lambda: ResNet50Features(checkpoint)),
+        ("CheckpointLoader of the inference/evaluate configs", lambda: checked_checkpoint(checkpoint)),
     ]
 
 
@@ -76,3 +77,14 @@ def test_a_checkpoint_carrying_code_is_refused_everywhere(tmp_path):
         with pytest.raises(pickle.UnpicklingError):
             load()
         assert not marker.exists(), f"{name} executed code from the checkpoint"
+
+
+def test_a_truncated_checkpoint_is_named_with_the_fix_everywhere(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": _tiny_network().state_dict()}, checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    for name, load in _loaders(tmp_path, checkpoint):
+        with pytest.raises(CheckpointError) as caught:
+            load()
+        message = str(caught.value)
+        assert ".pt: cannot read this" in message and "truncated or not a PyTorch checkpoint" in message, name
