@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from queue import Empty
 
 from bundle.atomic import atomic_write_json, atomic_write_text
 from bundle.synthetic.dataset import write_synthetic_dataset
@@ -128,7 +129,16 @@ def run_isolated(fn: Callable, *args) -> tuple[object, float]:
     process = context.Process(target=_isolated_worker, args=(fn, args, queue))
     process.start()
     try:
-        status, payload, peak = queue.get(timeout=3600)
+        while True:  # a child that dies before reporting (killed, failed to start) must not hang the parent
+            try:
+                status, payload, peak = queue.get(timeout=2)
+                break
+            except Empty:
+                if not process.is_alive():
+                    raise RuntimeError(
+                        f"{getattr(fn, '__name__', fn)}{args}: the benchmark process exited with code "
+                        f"{process.exitcode} before reporting (run from a script file, not stdin)"
+                    ) from None
     finally:
         process.join(timeout=60)
     if status != "ok":

@@ -88,3 +88,10 @@ def test_a_truncated_checkpoint_is_named_with_the_fix_everywhere(tmp_path):
             load()
         message = str(caught.value)
         assert ".pt: cannot read this" in message and "truncated or not a PyTorch checkpoint" in message, name
+
+
+def test_the_docs_say_that_configs_are_code():
+    root = Path(__file__).resolve().parents[2]
+    for page in ("README.md", "docs/README.md", "docs/training.md", "docs/inference.md", "docs/reliability.md"):
+        text = (root / page).read_text().lower()
+        assert "are code" in text and "trust" in text, page
