@@ -17,6 +17,15 @@ def synthetic_dataset(tmp_path_factory):
     return path
 
 
+def error_messages(error: BaseException) -> list[str]:
+    """The messages of ``error`` and its causes (MONAI wraps errors raised inside config expressions)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return messages
+
+
 TINY_TRAINING = {
     "synthetic#per_site": 6,
     "synthetic#size": [64, 64],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import error_messages
 from monai.bundle import ConfigWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,9 +102,6 @@ def test_resuming_a_run_folder_with_other_settings_is_refused(tmp_path):
     run_workflow(tmp_path, run_id="train_phase1")
     with pytest.raises(Exception) as info:  # MONAI wraps the ValueError raised inside the config
         run_workflow(tmp_path, run_id="train_phase1", held_out_site=0)
-    messages, error = [], info.value
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__
+    messages = error_messages(info.value)
     assert any("other settings" in m and "held_out_site" in m and "--output_dir" in m for m in messages)
     run_workflow(tmp_path, run_id="train_phase1", phase1_epochs=3)  # another budget is fine

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from bad_files import CASES, GREY, _png, write_cases
-from conftest import TINY_ARCH, TINY_TRAINING
+from conftest import TINY_ARCH, TINY_TRAINING, error_messages
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
@@ -90,11 +90,7 @@ def _assert_lists_every_problem(text: str, expected: dict[int, str], datalist: P
 
 
 def _error_text(error: BaseException) -> str:
-    messages = []
-    while error is not None:  # MONAI wraps errors raised inside config expressions
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
+    return "\n".join(error_messages(error))
 
 
 def test_validate_lists_every_problem_once(bad_datalist, capsys):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, error_messages
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
@@ -77,10 +77,6 @@ def test_a_crash_mid_run_keeps_the_previous_tables_and_leaves_no_temporary_file(
 
     with pytest.raises(Exception) as info:  # MONAI wraps the error of the config expression
         workflow.run()
-    causes, error = [], info.value
-    while error is not None:
-        causes.append(str(error))
-        error = error.__cause__
-    assert any("simulated crash" in message for message in causes)
+    assert any("simulated crash" in message for message in error_messages(info.value))
     assert {name: (output / name).read_bytes() for name in before} == before
     assert not _hidden_tables(output)
