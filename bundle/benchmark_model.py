@@ -46,6 +46,7 @@ def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_sit
             "dataset_dir": str(root / "data"),
             "synthetic#per_site": per_site,
             "synthetic#size": [canvas, canvas],
+            "model": "paper",  # the plain-PyTorch side trains the same single-view network
             "canvas_size": canvas,
             "network_widths": widths,
             "batch_size": batch_size,

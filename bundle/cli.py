@@ -104,7 +104,6 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
         ablation_sites=args.ablation_sites,
         phase1_epochs=args.phase1_epochs,
         phase2_epochs=args.phase2_epochs,
-        fidelity_per_site=args.fidelity_per_site,
         overrides=overrides,
     )
     markdown = run_protocol(settings, report_only=args.report_only)
@@ -137,7 +136,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     write_rows_csv(args.output, rows)
     failed = sum(1 for r in rows if r["error"])
     flagged = sum(1 for r in rows if r.get("ood_flag") is True)
-    print(f"score: {len(rows)} images, {flagged} flagged as unfamiliar, {failed} unreadable; table: {args.output}")
+    print(
+        f"score: {len(rows)} images, {flagged} flagged as unfamiliar, {failed} not scored "
+        f"(unreadable, or no NT box for the dual-view encoder); table: {args.output}"
+    )
     return 0
 
 
@@ -204,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase1-epochs", type=int, default=60, help="phase-1 epochs per run")
     p.add_argument("--phase2-epochs", type=int, default=30, help="phase-2 epochs per run")
     p.add_argument(
-        "--fidelity-per-site", type=int, default=10, help="native images per site for NT measurement fidelity"
+        "--fidelity-per-site",
+        type=int,
+        default=None,
+        help="ignored since 0.7.0: every run's report measures the NT on its own native images",
     )
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="extra training settings, e.g. batch_size=32")
     p.add_argument("--report-only", action="store_true", help="only aggregate finished runs")

@@ -29,12 +29,16 @@ COLUMNS = ("image", "case_id", "site", *SCORE_COLUMNS, "error")
 class ExportedEncoder:
     """An exported encoder file (TorchScript ``.ts`` or ONNX ``.onnx``) and its canvas size.
 
+    The dual-view encoder has a second input, the ROI-zoom view (``roi_view``), whose side is read
+    from the embedded metadata too; its images need an NT box.
+
     Args:
         path: the exported file.
         canvas_size: input side; read from the embedded metadata when None.
+        roi_margin: margin of the zoom view around the NT box (the training setting ``roi_margin``).
     """
 
-    def __init__(self, path: str | os.PathLike, canvas_size: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, canvas_size: int | None = None, roi_margin: float = 0.5) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no exported encoder; run python -m bundle export first")
@@ -51,40 +55,57 @@ class ExportedEncoder:
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
                 self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra).eval()
             meta = json.loads(extra["metadata.json"] or "{}")
-        shape = meta.get("encoder_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape")
+        inputs = meta.get("encoder_data_format", {}).get("inputs", {})
+        shape = inputs.get("image", {}).get("spatial_shape")
         self.canvas_size = int(canvas_size or (shape[0] if shape else 0))
         if self.canvas_size <= 0:
             raise ValueError(f"{self.path}: no canvas size in the embedded metadata; pass --canvas-size")
+        roi_shape = inputs.get("roi_view", {}).get("spatial_shape")
+        self.roi_canvas_size = int(roi_shape[0]) if roi_shape else None
+        self.roi_margin = roi_margin
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Latents (B, D) of letterboxed images (B, 1, S, S) in [0, 1]."""
+    def __call__(self, images: np.ndarray, roi_views: np.ndarray | None = None) -> np.ndarray:
+        """Latents (B, D) of letterboxed images (B, 1, S, S) in [0, 1] (and zoom views (B, 1, R, R))."""
+        arrays = [np.asarray(images, np.float32)]
+        if self.roi_canvas_size is not None:
+            if roi_views is None:
+                raise ValueError(f"{self.path}: the dual-view encoder needs the ROI-zoom views too")
+            arrays.append(np.asarray(roi_views, np.float32))
         if self.path.suffix == ".onnx":
-            return self._session.run(["latent"], {"image": np.asarray(images, np.float32)})[0]
+            return self._session.run(["latent"], dict(zip(("image", "roi_view"), arrays, strict=False)))[0]
         with torch.no_grad():
-            return self._module(torch.as_tensor(images, dtype=torch.float32)).numpy()
+            return self._module(*(torch.as_tensor(a) for a in arrays)).numpy()
 
 
-def _batches(entries: list[dict], canvas_size: int, batch_size: int) -> Iterator[tuple[list[dict], np.ndarray | None]]:
-    """Yield (entries, images) batches; an unreadable entry comes alone with ``None`` and its ``error``."""
+def _batches(
+    encoder: ExportedEncoder, entries: list[dict], batch_size: int
+) -> Iterator[tuple[list[dict], list | None]]:
+    """Yield (entries, encoder inputs) batches; an unreadable entry comes alone with ``None`` and its ``error``."""
     from monai.transforms import Compose
 
-    from bundle.inference import SafeLoadUltrasoundImaged
+    from bundle.inference import SafeLoadUltrasoundImaged, SafeROIZoomd
     from bundle.transforms import LetterboxROId
 
-    load = Compose([SafeLoadUltrasoundImaged(keys="image"), LetterboxROId(keys="image", canvas_size=canvas_size)])
-    good, images = [], []
+    steps = [SafeLoadUltrasoundImaged(keys="image")]
+    if encoder.roi_canvas_size is not None:
+        steps.append(SafeROIZoomd(keys="image", canvas_size=encoder.roi_canvas_size, margin=encoder.roi_margin))
+    load = Compose([*steps, LetterboxROId(keys="image", canvas_size=encoder.canvas_size)])
+    keys = ["image"] + (["roi_view"] if encoder.roi_canvas_size is not None else [])
+    good: list[dict] = []
+    arrays: dict[str, list] = {key: [] for key in keys}
     for entry in entries:
         item = load(dict(entry))
         if item["error"]:
             yield [{**entry, "error": item["error"]}], None
             continue
         good.append(entry)
-        images.append(item["image"].as_tensor().numpy())
+        for key in keys:
+            arrays[key].append(torch.as_tensor(item[key]).numpy())
         if len(good) == batch_size:
-            yield good, np.stack(images)
-            good, images = [], []
+            yield good, [np.stack(arrays[key]) for key in keys]
+            good, arrays = [], {key: [] for key in keys}
     if good:
-        yield good, np.stack(images)
+        yield good, [np.stack(arrays[key]) for key in keys]
 
 
 def score_images(
@@ -119,12 +140,12 @@ def score_images(
     entries = inference_items(source)
     rows, case_ids, latents = [], [], []
     with tqdm(total=len(entries), desc="score", unit="img", disable=not progress) as bar:
-        for batch, images in _batches(entries, model.canvas_size, batch_size):
-            if images is None:
+        for batch, inputs in _batches(model, entries, batch_size):
+            if inputs is None:
                 rows.append(dict(batch[0]))
                 logger.warning("skipped %s", batch[0]["error"])
             else:
-                z = model(images)
+                z = model(*inputs)
                 scores = fitted.score(z)
                 for i, entry in enumerate(batch):
                     row = {**entry, "error": ""}

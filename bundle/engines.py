@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from bundle.views import ViewLayout
+
 
 def plain_tensor(value: object, device: str | torch.device | None = None, **kwargs) -> torch.Tensor:
     """``value`` as a plain ``torch.Tensor`` (a ``MetaTensor`` loses its metadata) on ``device``.
@@ -25,23 +27,68 @@ class ROIBatch:
     """``prepare_batch`` for MONAI engines: the network gets the image, the loss image + ROI mask.
 
     The target stacks the image and the ROI mask on the channel axis (``cat([image, roi_mask], 1)``).
+    With ``dual_view`` both are view mosaics (:class:`~bundle.views.ViewLayout`): the canvas beside
+    the ROI-zoom view, and the canvas ROI mask beside the NT-box mask of the zoom view.
 
     Args:
         image_key: item key of the letterboxed image.
         mask_key: item key of the ROI mask.
         channels_last: hand the network its input in ``channels_last`` memory format (pair it with a
             network moved by :func:`bundle.datasets.to_memory_format`).
+        dual_view: pack the zoom view (``view_key``, ``view_mask_key``) beside the canvas.
+        view_key: item key of the ROI-zoom view.
+        view_mask_key: item key of the NT-box mask on the zoom view.
     """
 
-    def __init__(self, image_key: str = "image", mask_key: str = "roi_mask", channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        image_key: str = "image",
+        mask_key: str = "roi_mask",
+        channels_last: bool = False,
+        dual_view: bool = False,
+        view_key: str = "roi_view",
+        view_mask_key: str = "roi_view_mask",
+    ) -> None:
         self.image_key = image_key
         self.mask_key = mask_key
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.dual_view = dual_view
+        self.view_key = view_key
+        self.view_mask_key = view_mask_key
+
+    def inputs(self, batchdata: dict, device: str | torch.device | None = None, **kwargs) -> torch.Tensor:
+        """The network input of a collated batch: the canvas, or the view mosaic (plain float tensor)."""
+        return self._pair(batchdata, self.image_key, self.view_key, device, **kwargs)
+
+    def _pair(self, batchdata: dict, key: str, view_key: str, device, **kwargs) -> torch.Tensor:
+        canvas = plain_tensor(batchdata[key], device, **kwargs).float()
+        if not self.dual_view:
+            return canvas
+        view = plain_tensor(batchdata[view_key], device, **kwargs).float()
+        return ViewLayout(canvas.shape[-1], view.shape[-1]).pack(canvas, view)
 
     def __call__(
         self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(inputs, targets)`` on ``device`` as plain tensors (no metadata overhead)."""
-        image = plain_tensor(batchdata[self.image_key], device, non_blocking=non_blocking, **kwargs)
-        mask = plain_tensor(batchdata[self.mask_key], device, non_blocking=non_blocking, **kwargs)
+        image = self._pair(batchdata, self.image_key, self.view_key, device, non_blocking=non_blocking, **kwargs)
+        mask = self._pair(batchdata, self.mask_key, self.view_mask_key, device, non_blocking=non_blocking, **kwargs)
         return image.contiguous(memory_format=self.memory_format), torch.cat([image, mask], dim=1)
+
+
+def _batch_pair(network: torch.nn.Module, batch: dict, key: str, view_key: str, device) -> torch.Tensor:
+    layout = ViewLayout.of(network)
+    canvas = plain_tensor(batch[key], device).float()
+    view = plain_tensor(batch[view_key], device).float() if layout.roi_canvas_size is not None else None
+    return layout.pack(canvas, view)
+
+
+def network_input(network: torch.nn.Module, batch: dict, device: str | torch.device | None = None) -> torch.Tensor:
+    """What ``network`` reads for a collated batch: the canvas, or the view mosaic of a dual-view model."""
+    return _batch_pair(network, batch, "image", "roi_view", device)
+
+
+def network_target(network: torch.nn.Module, batch: dict, device: str | torch.device | None = None) -> torch.Tensor:
+    """The engine target for ``network``: image and ROI mask (as mosaics for a dual-view model) on the channel axis."""
+    image = network_input(network, batch, device)
+    return torch.cat([image, _batch_pair(network, batch, "roi_mask", "roi_view_mask", device)], dim=1)

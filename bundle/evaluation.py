@@ -1,4 +1,4 @@
-"""Evaluation beyond the per-image metrics (SPEC 5): ROI jitter robustness and NT measurement fidelity."""
+"""Evaluation beyond the per-image metrics (SPEC 5): ROI jitter robustness (NT fidelity: :mod:`bundle.fidelity`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bundle.metrics import psnr, roi_edge_error, roi_mae, sobel_magnitude
-from bundle.nt_measure import measure_nt_in_roi
-from bundle.readers import read_image
-from bundle.transforms import LetterboxGeometry, letterbox_image, roi_mask, unletterbox_image
+from bundle.engines import network_input
+from bundle.metrics import psnr, roi_edge_error, roi_mae, sobel_magnitude, split_views
+from bundle.transforms import roi_mask
 
 JITTER_SHIFTS_PX = (2, 4, 8)
 JITTER_SCALES = (0.8, 1.2)
@@ -59,7 +58,7 @@ def roi_jitter_metrics(
     values: dict[str, dict[str, list[float]]] = {}
     for batch in data_loader:
         images = torch.as_tensor(batch["image"]).float().to(device)
-        preds = network(images).float()
+        preds = split_views(network(network_input(network, batch, device)).float())["global"]
         edges = sobel_magnitude(images)
         height, width = images.shape[-2:]
         for name, variants in jitter_perturbations().items():
@@ -81,73 +80,3 @@ def roi_jitter_metrics(
         }
         for name, v in values.items()
     }
-
-
-@torch.no_grad()
-def measurement_fidelity(
-    networks: dict[str, nn.Module], entries: list[dict], canvas_size: int, device: str | torch.device = "cpu"
-) -> list[dict]:
-    """NT measured on each original image and on each network's reconstruction mapped back to it.
-
-    Every image is letterboxed to the canvas, reconstructed, and the reconstruction is mapped back
-    to the original geometry through the letterbox inverse; :func:`bundle.nt_measure.measure_nt_in_roi`
-    then measures both inside the original NT box.
-
-    Args:
-        networks: name -> autoencoder (e.g. phase 1 and phase 2).
-        entries: validated datalist entries (absolute paths) with ``pixel_spacing_mm`` and, where
-            known, ``meta.nt_mm``.
-        canvas_size: the networks' canvas.
-        device: where to run.
-
-    Returns:
-        one row per image: ``case_id``, ``site``, ``nt_true_mm`` (or None), ``nt_original_mm`` and
-        ``nt_{name}_mm`` per network (None where no band was found).
-    """
-    rows = []
-    for net in networks.values():
-        net.eval()
-    for entry in entries:
-        spacing = entry.get("pixel_spacing_mm")
-        if spacing is None:
-            continue
-        image = read_image(entry["image"]).array
-        geometry = LetterboxGeometry.compute(image.shape[1], image.shape[0], canvas_size)
-        canvas = letterbox_image(torch.from_numpy(image)[None], geometry)[None].to(device)
-        original = measure_nt_in_roi(image, entry["roi"], spacing)
-        row = {
-            "case_id": entry["case_id"],
-            "site": int(entry["site"]),
-            "nt_true_mm": (entry.get("meta") or {}).get("nt_mm"),
-            "nt_original_mm": original["nt_mm"] if original else None,
-        }
-        for name, net in networks.items():
-            recon = unletterbox_image(net(canvas)[0].float().cpu(), geometry)[0].numpy()
-            measured = measure_nt_in_roi(recon, entry["roi"], spacing)
-            row[f"nt_{name}_mm"] = measured["nt_mm"] if measured else None
-        rows.append(row)
-    return rows
-
-
-def fidelity_summary(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]:
-    """Mean absolute errors (mm) of the measurements: vs ground truth, and reconstruction vs original.
-
-    Returns:
-        ``{source: {"mae_vs_truth_mm", "mae_vs_original_mm", "found_pct", "n"}}`` for ``original``
-        and every network name (``mae_vs_original_mm`` only for networks).
-    """
-    summary = {}
-    for source in ["original", *names]:
-        key = f"nt_{source}_mm"
-        found = [r for r in rows if r[key] is not None]
-        truth = [abs(r[key] - r["nt_true_mm"]) for r in found if r["nt_true_mm"] is not None]
-        entry = {
-            "n": len(rows),
-            "found_pct": 100.0 * len(found) / max(1, len(rows)),
-            "mae_vs_truth_mm": float(np.mean(truth)) if truth else float("nan"),
-        }
-        if source != "original":
-            paired = [abs(r[key] - r["nt_original_mm"]) for r in found if r["nt_original_mm"] is not None]
-            entry["mae_vs_original_mm"] = float(np.mean(paired)) if paired else float("nan")
-        summary[source] = entry
-    return summary

@@ -28,6 +28,18 @@ DEFAULT_CONFIG = str(REPO / "configs" / "train.json")
 DEFAULT_META = str(REPO / "configs" / "metadata.json")
 TOLERANCE = 1e-5
 META_SHAPE = "_meta_#encoder_data_format#inputs#image#spatial_shape"
+META_ROI_SHAPE = "_meta_#encoder_data_format#inputs#roi_view#spatial_shape"
+
+
+def encoder_inputs(
+    canvas_size: int, roi_canvas_size: int | None = None, n: int = 2, seed: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Random encoder inputs by name: ``image`` (n, 1, S, S), plus ``roi_view`` (n, 1, R, R) if dual-view."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    inputs = {"image": torch.rand(n, 1, canvas_size, canvas_size, generator=generator)}
+    if roi_canvas_size:
+        inputs["roi_view"] = torch.rand(n, 1, roi_canvas_size, roi_canvas_size, generator=generator)
+    return inputs
 
 
 def export_torchscript(
@@ -72,7 +84,11 @@ def export_torchscript(
 
 
 def export_onnx(
-    encoder: nn.Module, filepath: str | os.PathLike, canvas_size: int, metadata: dict | None = None
+    encoder: nn.Module,
+    filepath: str | os.PathLike,
+    canvas_size: int,
+    metadata: dict | None = None,
+    roi_canvas_size: int | None = None,
 ) -> Path:
     """ONNX encoder (opset from the torch exporter) with a dynamic batch axis and the metadata as properties.
 
@@ -81,6 +97,8 @@ def export_onnx(
         filepath: output ``.onnx`` file (one self-contained file).
         canvas_size: side of the square input canvas.
         metadata: stored as the ONNX metadata property ``metadata`` (JSON).
+        roi_canvas_size: side of the ROI-zoom view for the dual-view encoder (a second input
+            ``roi_view``); None for the single-view encoder.
 
     Returns:
         the written path.
@@ -88,7 +106,8 @@ def export_onnx(
     import onnx
 
     encoder = encoder.eval().cpu()
-    example = torch.rand(2, 1, canvas_size, canvas_size)
+    examples = encoder_inputs(canvas_size, roi_canvas_size)
+    batch = torch.export.Dim("batch")
     target = Path(filepath)
     quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
     levels = [log.level for log in quiet]
@@ -98,10 +117,10 @@ def export_onnx(
             log.setLevel(logging.ERROR)
         program = torch.onnx.export(
             encoder,
-            (example,),
-            input_names=["image"],
+            tuple(examples.values()),
+            input_names=list(examples),
             output_names=["latent"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamic_shapes=tuple({0: batch} for _ in examples),
             dynamo=True,
             verbose=False,
         )
@@ -115,23 +134,32 @@ def export_onnx(
     return target
 
 
-def onnx_latents(filepath: str | os.PathLike, images: np.ndarray) -> np.ndarray:
-    """Latents from an exported ONNX encoder with onnxruntime (CPU)."""
+def onnx_latents(filepath: str | os.PathLike, images: np.ndarray, roi_views: np.ndarray | None = None) -> np.ndarray:
+    """Latents from an exported ONNX encoder with onnxruntime (CPU); ``roi_views`` for the dual-view encoder."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(filepath), providers=["CPUExecutionProvider"])
-    return session.run(["latent"], {"image": np.asarray(images, np.float32)})[0]
+    feeds = {"image": np.asarray(images, np.float32)}
+    if roi_views is not None:
+        feeds["roi_view"] = np.asarray(roi_views, np.float32)
+    return session.run(["latent"], feeds)[0]
 
 
-def max_latent_difference(reference: nn.Module, exported: str | os.PathLike, canvas_size: int, n: int = 4) -> float:
+def max_latent_difference(
+    reference: nn.Module,
+    exported: str | os.PathLike,
+    canvas_size: int,
+    n: int = 4,
+    roi_canvas_size: int | None = None,
+) -> float:
     """Largest absolute latent difference between an in-bundle encoder and an exported file on random images."""
-    images = torch.rand(n, 1, canvas_size, canvas_size, generator=torch.Generator().manual_seed(0))
+    inputs = encoder_inputs(canvas_size, roi_canvas_size, n, seed=0)
     with torch.no_grad():
-        expected = reference.eval().cpu()(images).numpy()
+        expected = reference.eval().cpu()(*inputs.values()).numpy()
     if str(exported).endswith(".onnx"):
-        got = onnx_latents(exported, images.numpy())
+        got = onnx_latents(exported, *(v.numpy() for v in inputs.values()))
     else:
-        got = torch.jit.load(str(exported), map_location="cpu")(images).detach().numpy()
+        got = torch.jit.load(str(exported), map_location="cpu")(*inputs.values()).detach().numpy()
     return float(np.abs(got - expected).max())
 
 
@@ -178,9 +206,18 @@ def export_encoder(
     parser.read_meta(meta_file)
     parser.update(override)
     canvas_size = int(parser.get_parsed_content("canvas_size"))
-    # The embedded metadata states the canvas the encoder was trained on (presets differ).
-    override = {**override, META_SHAPE: [canvas_size, canvas_size]}
-    parser.update({META_SHAPE: [canvas_size, canvas_size]})
+    dual_view = parser.get("model", "paper") == "dual_view"
+    roi_canvas_size = int(parser.get_parsed_content("roi_canvas_size")) if dual_view else None
+    # The embedded metadata states the canvas (and zoom view) the encoder was trained on (presets differ).
+    shapes = {META_SHAPE: [canvas_size, canvas_size]}
+    if dual_view:
+        shapes[META_ROI_SHAPE] = [roi_canvas_size, roi_canvas_size]
+    else:
+        parser.update(
+            {"_meta_#encoder_data_format#inputs": {"image": parser.get("_meta_#encoder_data_format#inputs#image")}}
+        )
+    override = {**override, **shapes}
+    parser.update(shapes)
     encoder = load_model_weights(parser.get_parsed_content("encoder_def"), ckpt).eval().cpu()
     results = {}
     for fmt in formats:
@@ -188,8 +225,8 @@ def export_encoder(
         if fmt == "ts":
             export_torchscript(path, ckpt, config_file, meta_file, **override)
         else:
-            export_onnx(encoder, path, canvas_size, parser.get("_meta_"))
-        diff = max_latent_difference(encoder, path, canvas_size)
+            export_onnx(encoder, path, canvas_size, parser.get("_meta_"), roi_canvas_size)
+        diff = max_latent_difference(encoder, path, canvas_size, roi_canvas_size=roi_canvas_size)
         if diff > TOLERANCE:
             raise RuntimeError(f"{path}: exported encoder differs from the in-bundle one by {diff:.2e} (> {TOLERANCE})")
         logger.info("exported %s (max latent difference to the in-bundle encoder %.1e)", path, diff)

@@ -21,7 +21,7 @@ from ignite.engine import Engine, Events
 from bundle.atomic import atomic_write_json
 from bundle.calibration import calibrate_loss_weights, weights_from_gradient_norms
 from bundle.checkpoints import CheckpointError, read_checkpoint
-from bundle.engines import ROIBatch
+from bundle.engines import ROIBatch, network_input
 from bundle.losses import ROICompositeLoss
 from bundle.rng import capture_random_state, restore_random_state
 
@@ -179,7 +179,7 @@ class ReconstructionGridHandler:
             self._batch = next(iter(self.data_loader))
         if self._writer is None:
             self._writer = SummaryWriter(log_dir=self.log_dir)
-        images = torch.as_tensor(self._batch["image"][: self.max_images]).float()
+        images = network_input(self.network, self._batch)[: self.max_images]  # the view mosaic of a dual-view model
         boxes = torch.as_tensor(self._batch["roi"][: self.max_images])
         was_training = self.network.training
         self.network.eval()

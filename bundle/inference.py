@@ -5,10 +5,13 @@ The pieces plug into a MONAI ``SupervisedEvaluator`` (``configs/inference.json``
 - :func:`inference_items` lists a folder of images or a datalist (an NT box is optional);
 - :class:`SafeLoadUltrasoundImaged` loads an image or, when the file cannot be read, records the
   error and puts a blank placeholder in its place so the run goes on;
+- :class:`SafeROIZoomd` adds the ROI-zoom view the dual-view model reads (an image without an NT
+  box becomes an error row naming the file and the fix);
 - :func:`collate_items` stacks the images and keeps every other field as a per-item list (boxes
   may be missing for some images);
 - :class:`LatentInferer` returns the reconstruction and the latent from one encoder pass;
-- :class:`InferenceWriter` maps each reconstruction back through the letterbox inverse and writes
+- :class:`InferenceWriter` maps each reconstruction back through the letterbox inverse (and the
+  dual-view model's zoom view through the zoom inverse, pasted over the NT region) and writes
   it (same format as the input where sensible, PNG otherwise), the latent as ``.npy``, and one
   row of ``results.csv`` / ``results.json`` per image, all atomically. Rows are streamed to
   temporary files as batches complete (nothing per image stays in memory) and renamed into place
@@ -36,9 +39,12 @@ from torch import nn
 
 from bundle.atomic import AtomicTextFile, atomic_path, csv_lines
 from bundle.engines import plain_tensor
-from bundle.metrics import ms_ssim, psnr, roi_edge_error, roi_mae, ssim
+from bundle.fidelity import native_reconstruction
+from bundle.metrics import ms_ssim, psnr, roi_edge_error, roi_mae, split_views, ssim
 from bundle.readers import IMAGE_SUFFIXES, ImageReadError
-from bundle.transforms import LetterboxGeometry, LoadUltrasoundImage, unletterbox_image
+from bundle.roi_zoom import ROIZoomd, ROIZoomGeometry, view_to_crop
+from bundle.transforms import LetterboxGeometry, LoadUltrasoundImage
+from bundle.views import ViewLayout
 
 logger = logging.getLogger("fetal_nt_roi_cae")
 
@@ -50,6 +56,7 @@ ROW_COLUMNS = (
     "original_width",
     "original_height",
     "reconstruction",
+    "roi_reconstruction",
     "latent",
     "psnr",
     "ssim",
@@ -57,6 +64,8 @@ ROW_COLUMNS = (
     "roi_mae",
     "roi_edge_mae",
     "roi_psnr",
+    "zoom_roi_mae",
+    "zoom_roi_edge_mae",
     "ood_mahalanobis",
     "ood_knn",
     "ood_flag",
@@ -161,16 +170,71 @@ class SafeLoadUltrasoundImaged(MapTransform):
         return d
 
 
+class SafeROIZoomd(ROIZoomd):
+    """:class:`~bundle.roi_zoom.ROIZoomd` for inference: a missing or broken box becomes the item's error.
+
+    The dual-view model needs the NT box of every image; an image without one (a plain folder, or a
+    datalist entry without ``roi``) gets an error row naming the file and the fix instead of
+    stopping the run, and a blank view so the batch still stacks.
+
+    Args:
+        keys: the native image key.
+        canvas_size: side ``R`` of the view.
+        margin: fraction of the box size added on each side.
+        error_key: item key of the error message (set by :class:`SafeLoadUltrasoundImaged`).
+    """
+
+    def __init__(
+        self, keys: KeysCollection = "image", canvas_size: int = 64, margin: float = 0.5, error_key: str = "error"
+    ) -> None:
+        super().__init__(keys, canvas_size, margin)
+        self.error_key = error_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        """Add the view, or record why there is none; see the class docstring."""
+        d = dict(data)
+        if not d.get(self.error_key):
+            try:
+                return super().__call__(d)
+            except ValueError as error:
+                d[self.error_key] = str(error)
+        size = self.zoom.canvas_size
+        d[self.view_key] = torch.zeros(1, size, size)
+        d[self.mask_key] = torch.zeros(1, size, size)
+        d[self.geometry_key] = None
+        return d
+
+
 def collate_items(items: Sequence[dict]) -> dict:
-    """Stack ``image`` into one tensor; keep every other field as a per-item list (boxes may be None)."""
+    """Stack ``image`` (and ``roi_view``) ; keep every other field as a per-item list (boxes may be None)."""
     batch: dict = {key: [item.get(key) for item in items] for key in items[0]}
-    batch["image"] = torch.stack([plain_tensor(item["image"]).float() for item in items])
+    for key in ("image", "roi_view"):
+        if key in batch:
+            batch[key] = torch.stack([plain_tensor(item[key]).float() for item in items])
     return batch
 
 
+class InferenceBatch:
+    """``prepare_batch`` for inference: the network input (canvas, or view mosaic with ``dual_view``) and no target.
+
+    Args:
+        dual_view: pack ``roi_view`` beside the canvas (:class:`~bundle.views.ViewLayout`).
+    """
+
+    def __init__(self, dual_view: bool = False) -> None:
+        self.dual_view = dual_view
+
+    def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs) -> tuple[torch.Tensor, None]:
+        """Return ``(inputs, None)`` on ``device``."""
+        canvas = batchdata["image"]
+        if self.dual_view:
+            canvas = ViewLayout(canvas.shape[-1], batchdata["roi_view"].shape[-1]).pack(canvas, batchdata["roi_view"])
+        return canvas.to(device=device, non_blocking=non_blocking), None
+
+
 def prepare_image(batchdata: dict, device=None, non_blocking: bool = False, **kwargs) -> tuple[torch.Tensor, None]:
-    """``prepare_batch`` for inference: the images on ``device`` and no target."""
-    return batchdata["image"].to(device=device, non_blocking=non_blocking), None
+    """``prepare_batch`` of the single-view model: the images on ``device`` and no target."""
+    return InferenceBatch(False)(batchdata, device, non_blocking)
 
 
 class LatentInferer(Inferer):
@@ -183,20 +247,23 @@ class LatentInferer(Inferer):
         return {"pred": module.decode(z), "latent": z}
 
 
-def batch_metrics(preds: torch.Tensor, images: torch.Tensor, rois: Sequence[list | None]) -> list[dict[str, float]]:
+def batch_metrics(views: dict[str, torch.Tensor], batch: dict) -> list[dict[str, float]]:
     """Whole-canvas PSNR/SSIM/MS-SSIM per image, and ROI metrics for images with a box, in one batched pass.
 
     Args:
-        preds: reconstructions (B, 1, S, S).
-        images: the letterboxed inputs (B, 1, S, S).
-        rois: per image, the NT box in canvas pixels or None.
+        views: the batch's reconstructions by view (:func:`~bundle.metrics.split_views`): ``global``
+            (B, 1, S, S) and, for the dual-view model, ``roi`` (B, 1, R, R).
+        batch: the collated batch: ``image`` (letterboxed inputs), ``roi`` (per image the NT box in
+            canvas pixels or None) and, with a ``roi`` view, ``roi_view`` / ``roi_view_mask``.
 
     Returns:
-        one dict of metric values per image (ROI metrics only for images with a box).
+        one dict of metric values per image (ROI metrics only for images with a box; ``zoom_roi_mae``
+        and ``zoom_roi_edge_mae`` on the zoom view of the dual-view model).
     """
     from bundle.transforms import roi_mask
 
-    p, y = preds.float(), images.float()
+    p, y = views["global"].float(), torch.as_tensor(batch["image"]).float()
+    rois = batch["roi"]
     height, width = y.shape[-2:]
     whole = {"psnr": psnr(p, y), "ssim": ssim(p, y), "ms_ssim": ms_ssim(p, y)}
     rows = [{name: float(v[i]) for name, v in whole.items()} for i in range(len(y))]
@@ -209,6 +276,11 @@ def batch_metrics(preds: torch.Tensor, images: torch.Tensor, rois: Sequence[list
             "roi_edge_mae": roi_edge_error(p_roi, y_roi, masks),
             "roi_psnr": psnr(p_roi, y_roi, mask=masks),
         }
+        if "roi" in views:
+            zoom_masks = torch.stack([plain_tensor(batch["roi_view_mask"][i]).float() for i in boxed])
+            p_zoom, y_zoom = views["roi"][boxed].float(), torch.as_tensor(batch["roi_view"])[boxed].float()
+            in_box["zoom_roi_mae"] = roi_mae(p_zoom, y_zoom, zoom_masks)
+            in_box["zoom_roi_edge_mae"] = roi_edge_error(p_zoom, y_zoom, zoom_masks)
         for j, i in enumerate(boxed):
             rows[i].update({name: float(v[j]) for name, v in in_box.items()})
     return rows
@@ -221,8 +293,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def _write_reconstruction(path_in: str, recon: np.ndarray, out_dir: Path, case_id: str) -> Path:
     """Write a (H, W) reconstruction in [0, 1] as the input's format where sensible, PNG otherwise."""
-    from PIL import Image
-
     name = path_in.lower()
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
@@ -235,12 +305,23 @@ def _write_reconstruction(path_in: str, recon: np.ndarray, out_dir: Path, case_i
         target = out_dir / f"{case_id}.dcm"
         _write_derived_dicom(path_in, recon, target)
         return target
-    target = out_dir / f"{case_id}.png"
+    return _write_png(recon, out_dir / f"{case_id}.png")
+
+
+def _write_png(image: np.ndarray, target: Path) -> Path:
+    """Write an (H, W) image in [0, 1] as an 8-bit PNG, atomically."""
+    from PIL import Image
+
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(recon)).save(buffer, format="PNG")
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
     with atomic_path(target) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return target
+
+
+def _zoom_geometry(batch: dict, i: int) -> ROIZoomGeometry | None:
+    geometries = batch.get("roi_zoom")
+    return ROIZoomGeometry.from_dict(geometries[i]) if geometries and geometries[i] is not None else None
 
 
 def _write_derived_dicom(source: str, recon: np.ndarray, target: Path) -> None:
@@ -312,13 +393,12 @@ class InferenceWriter:
 
     def _write_batch(self, engine: Engine) -> None:
         batch, output = engine.state.batch, engine.state.output
-        preds = output["pred"]["pred"].detach().cpu()
+        views = split_views(output["pred"]["pred"].detach().float().cpu())
         latents = output["pred"]["latent"].detach().float().cpu().numpy()
-        images = batch["image"].detach().cpu()
         scores = self.scorer.score(latents) if self.scorer is not None else None
-        metrics = batch_metrics(preds, images, batch["roi"])
+        metrics = batch_metrics(views, batch)
         rows = [
-            self._row(batch, i, case_id, preds[i], latents[i], metrics[i], scores)
+            self._row(batch, i, case_id, {k: v[i] for k, v in views.items()}, latents[i], metrics[i], scores)
             for i, case_id in enumerate(batch["case_id"])
         ]
         self._tables["results.csv"].write(csv_lines(rows, list(ROW_COLUMNS), header=False))
@@ -340,12 +420,18 @@ class InferenceWriter:
             logger.warning("skipped %s", batch["error"][i])
             return row
         geometry = LetterboxGeometry.from_dict(batch["letterbox"][i])
-        recon = unletterbox_image(pred, geometry)[0].clamp(0, 1).numpy()
+        zoom = _zoom_geometry(batch, i)
+        recon = np.clip(native_reconstruction(pred, geometry, zoom), 0, 1)
         width, height = geometry.original_size
         row.update({"status": "ok", "original_width": width, "original_height": height})
         row["reconstruction"] = str(
             _write_reconstruction(row["image"], recon, self.output_dir / "reconstructions", case_id)
         )
+        if "roi" in pred and zoom is not None:  # the zoom view alone, at native resolution
+            crop = view_to_crop(pred["roi"], zoom)
+            row["roi_reconstruction"] = str(
+                _write_png(crop[0].clamp(0, 1).numpy(), self.output_dir / "reconstructions" / f"{case_id}_roi.png")
+            )
         latent_path = self.output_dir / "latents" / f"{case_id}.npy"
         with atomic_path(latent_path) as tmp, open(tmp, "wb") as handle:
             np.save(handle, latent.astype(np.float32))
@@ -437,16 +523,19 @@ class Reconstructor:
         item = self.preprocessing({"image": str(image_path), "roi": None if roi is None else list(roi)})
         if item["error"]:
             raise ImageReadError(item["error"])
-        image = torch.as_tensor(item["image"].as_tensor()).float()
-        output = LatentInferer()(image[None].to(self.device), self.network)
-        pred, latent = output["pred"][0].cpu(), output["latent"][0].float().cpu().numpy()
+        batch = collate_items([item])
+        inputs, _ = InferenceBatch(self.network.layout.roi_canvas_size is not None)(batch, self.device)
+        output = LatentInferer()(inputs, self.network)
+        views = split_views(output["pred"].float().cpu())
+        latent = output["latent"][0].float().cpu().numpy()
         geometry = LetterboxGeometry.from_dict(item["letterbox"])
         scores = {}
         if self.scorer is not None:
             scores = {name: values[0].item() for name, values in self.scorer.score(latent[None]).items()}
+        recon = native_reconstruction({k: v[0] for k, v in views.items()}, geometry, _zoom_geometry(batch, 0))
         return {
-            "reconstruction": unletterbox_image(pred, geometry)[0].clamp(0, 1).numpy(),
+            "reconstruction": np.clip(recon, 0, 1).astype(np.float32),
             "latent": latent,
-            "metrics": batch_metrics(pred[None], image[None], [item["roi"]])[0],
+            "metrics": batch_metrics(views, batch)[0],
             "scores": scores,
         }

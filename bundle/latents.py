@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from bundle.atomic import atomic_path
+from bundle.engines import network_input, network_target
+from bundle.losses import roi_view_pair
 from bundle.metrics import roi_edge_error, roi_mae
 
 LATENT_FIELDS = ("z", "site", "case_id", "roi_mae", "roi_edge_mae", "split")
@@ -23,7 +25,7 @@ def collect_latents(network: nn.Module, data_loader, device: str | torch.device 
     """Encode every item of a loader, decode the latent, and measure the ROI errors.
 
     Args:
-        network: an :class:`~bundle.network.ROIAwareCAE` (``encode``/``decode``); put in eval mode here.
+        network: an autoencoder of :mod:`bundle.network` (``encode``/``decode``); put in eval mode here.
         data_loader: batches of letterboxed items (``image``, ``roi_mask``, ``site``, ``case_id``).
         device: where to run the network.
 
@@ -34,13 +36,12 @@ def collect_latents(network: nn.Module, data_loader, device: str | torch.device 
     network.eval()
     parts: dict[str, list] = {name: [] for name in LATENT_FIELDS[:-1]}
     for batch in data_loader:
-        images = torch.as_tensor(batch["image"]).float().to(device)
-        masks = torch.as_tensor(batch["roi_mask"]).float().to(device)
-        z = network.encode(images)
-        recon = network.decode(z)
+        target = network_target(network, batch, device)
+        z = network.encode(network_input(network, batch, device))
+        pred, images, masks = roi_view_pair(network.decode(z), target)  # the zoom view of a dual-view model
         parts["z"].append(z.cpu().numpy().astype(np.float32))
-        parts["roi_mae"].append(roi_mae(recon, images, masks).cpu().numpy().astype(np.float32))
-        parts["roi_edge_mae"].append(roi_edge_error(recon, images, masks).cpu().numpy().astype(np.float32))
+        parts["roi_mae"].append(roi_mae(pred, images, masks).cpu().numpy().astype(np.float32))
+        parts["roi_edge_mae"].append(roi_edge_error(pred, images, masks).cpu().numpy().astype(np.float32))
         parts["site"].append(np.asarray([int(s) for s in batch["site"]], dtype=np.int64))
         parts["case_id"].append(np.asarray([str(c) for c in batch["case_id"]]))
     if not parts["z"]:

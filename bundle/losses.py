@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from bundle.metrics import ms_ssim, roi_edge_error, roi_mae, split_target
+from bundle.metrics import ms_ssim, roi_edge_error, roi_mae, roi_terms_view, split_target, split_views
 
 TERMS = ("global", "l1", "edge")
 WEIGHTINGS = ("calibrated", "equal", "uncertainty")
@@ -39,6 +39,8 @@ def full_precision(forward: Callable) -> Callable:
 class MSSSIMLoss(nn.Module):
     """Whole-canvas ``1 - MS-SSIM`` (data range 1; 5 scales at 256 px, 4 at 128 px).
 
+    On a dual-view mosaic it is the mean over the two views (the 64 px zoom view gets 3 scales).
+
     Args:
         data_range: intensity range of the images.
     """
@@ -49,8 +51,9 @@ class MSSSIMLoss(nn.Module):
 
     def per_image(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss per image (B,)."""
-        image, _ = split_target(target)
-        return 1.0 - ms_ssim(pred, image, self.data_range)
+        preds, targets = split_views(pred), split_views(target)
+        terms = [1.0 - ms_ssim(preds[v], split_target(targets[v])[0], self.data_range) for v in preds]
+        return sum(terms) / len(terms)
 
     @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -58,13 +61,19 @@ class MSSSIMLoss(nn.Module):
         return self.per_image(pred, target).mean()
 
 
+def roi_view_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prediction, image, mask) of the view the ROI terms act on (the zoom view of a mosaic)."""
+    view = roi_terms_view(pred)
+    image, mask = split_target(split_views(target)[view])
+    return split_views(pred)[view], image, mask
+
+
 class ROIL1Loss(nn.Module):
-    """Mean absolute error inside the ROI mask."""
+    """Mean absolute error inside the ROI mask (of the zoom view for the dual-view model)."""
 
     def per_image(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss per image (B,)."""
-        image, mask = split_target(target)
-        return roi_mae(pred, image, mask)
+        return roi_mae(*roi_view_pair(pred, target))
 
     @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -85,8 +94,7 @@ class ROIEdgeLoss(nn.Module):
 
     def per_image(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss per image (B,)."""
-        image, mask = split_target(target)
-        return roi_edge_error(pred, image, mask, self.eps)
+        return roi_edge_error(*roi_view_pair(pred, target), self.eps)
 
     @full_precision
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

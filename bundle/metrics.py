@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
+from bundle.views import GLOBAL, ROI, ViewLayout
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 SSIM_KERNEL_SIZE, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
@@ -21,6 +23,21 @@ SSIM_KERNEL_SIZE, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 def split_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split an engine target (B, 2, H, W) into the image (B, 1, H, W) and ROI mask (B, 1, H, W)."""
     return target[:, :1], target[:, 1:2]
+
+
+def split_views(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The views of a model tensor by its shape: a square canvas, or a (S, S + R) view mosaic.
+
+    Returns:
+        ``{"global": (..., S, S)}`` plus ``"roi": (..., R, R)`` for a mosaic (:class:`~bundle.views.ViewLayout`).
+    """
+    height, width = x.shape[-2:]
+    return ViewLayout(height, width - height if width > height else None).split(x)
+
+
+def roi_terms_view(x: torch.Tensor) -> str:
+    """The view the ROI terms act on: the zoom view of a mosaic, else the canvas."""
+    return ROI if x.shape[-1] > x.shape[-2] else GLOBAL
 
 
 def _gaussian_kernel_1d(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -138,27 +155,35 @@ def roi_edge_error(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, eps: fl
     return ((gx - gy).abs() / m * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
+_PER_VIEW: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "psnr": lambda p, y, m: psnr(p, y),
+    "ssim": lambda p, y, m: ssim(p, y),
+    "ms_ssim": lambda p, y, m: ms_ssim(p, y),
+    "roi_mae": roi_mae,
+    "roi_psnr": lambda p, y, m: psnr(p, y, mask=m),
+    "roi_edge_mae": roi_edge_error,
+}
+
+
 def _named(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    functions: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-        "psnr": lambda p, y, m: psnr(p, y),
-        "ssim": lambda p, y, m: ssim(p, y),
-        "ms_ssim": lambda p, y, m: ms_ssim(p, y),
-        "roi_mae": roi_mae,
-        "roi_psnr": lambda p, y, m: psnr(p, y, mask=m),
-        "roi_edge_mae": roi_edge_error,
-    }
-    if name not in functions:
-        raise ValueError(f"unknown metric {name!r}; choose from {sorted(functions)}")
-    fn = functions[name]
+    """Per-image metric by name: plain names score the canvas, ``zoom_`` names the zoom view."""
+    view, base = (ROI, name[len("zoom_") :]) if name.startswith("zoom_") else (GLOBAL, name)
+    if base not in _PER_VIEW:
+        raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRIC_NAMES + ZOOM_METRIC_NAMES)}")
+    fn = _PER_VIEW[base]
 
     def per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        image, mask = split_target(target)
-        return fn(pred, image, mask)
+        preds, targets = split_views(pred), split_views(target)
+        if view not in preds:
+            raise ValueError(f"metric {name!r} needs the dual-view model's zoom view")
+        image, mask = split_target(targets[view])
+        return fn(preds[view], image, mask)
 
     return per_image
 
 
 METRIC_NAMES = ("psnr", "ssim", "ms_ssim", "roi_mae", "roi_psnr", "roi_edge_mae")
+ZOOM_METRIC_NAMES = tuple(f"zoom_{name}" for name in METRIC_NAMES)
 
 
 def _engine_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from bundle.views import ViewLayout
+
 
 def _norm(kind: str, channels: int) -> nn.Module:
     """Normalisation layer by name: ``batch``, ``instance`` or ``group`` (8 groups or fewer)."""
@@ -22,6 +24,23 @@ def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     raise ValueError(f"unknown norm {kind!r}; choose batch, instance or group")
+
+
+def conv_stages(in_channels: int, widths: Sequence[int], norm: str, negative_slope: float = 0.2) -> nn.Sequential:
+    """Encoder stages: [conv3x3 stride 2 -> norm -> LeakyReLU -> conv3x3 -> norm -> LeakyReLU] per width."""
+    layers: list[nn.Module] = []
+    previous = in_channels
+    for width in widths:
+        layers += [
+            nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
+            _norm(norm, width),
+            nn.LeakyReLU(negative_slope, inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            _norm(norm, width),
+            nn.LeakyReLU(negative_slope, inplace=True),
+        ]
+        previous = width
+    return nn.Sequential(*layers)
 
 
 class CAEEncoder(nn.Module):
@@ -44,21 +63,9 @@ class CAEEncoder(nn.Module):
         negative_slope: float = 0.2,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        previous = in_channels
-        for width in widths:
-            layers += [
-                nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
-                _norm(norm, width),
-                nn.LeakyReLU(negative_slope, inplace=True),
-                nn.Conv2d(width, width, 3, padding=1, bias=False),
-                _norm(norm, width),
-                nn.LeakyReLU(negative_slope, inplace=True),
-            ]
-            previous = width
-        self.features = nn.Sequential(*layers)
+        self.features = conv_stages(in_channels, widths, norm, negative_slope)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(previous, latent_dim)
+        self.head = nn.Linear(widths[-1], latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images (B, C, S, S) to latents (B, latent_dim)."""
@@ -114,7 +121,7 @@ class CAEDecoder(nn.Module):
 
 
 class ROIAwareCAE(nn.Module):
-    """Convolutional autoencoder with a global 128-D latent (SPEC 3).
+    """Convolutional autoencoder with a global 128-D latent (SPEC 3): the paper's single-view model.
 
     Args:
         canvas_size: input/output side ``S`` (divisible by ``2 ** len(widths)``).
@@ -140,6 +147,7 @@ class ROIAwareCAE(nn.Module):
     ) -> None:
         super().__init__()
         self.canvas_size = canvas_size
+        self.roi_canvas_size = 0
         self.encoder = CAEEncoder(in_channels, widths, latent_dim, norm)
         self.decoder = CAEDecoder(in_channels, widths, latent_dim, canvas_size, norm)
 
@@ -154,3 +162,155 @@ class ROIAwareCAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``x`` (one tensor)."""
         return self.decoder(self.encoder(x))
+
+    @property
+    def layout(self) -> ViewLayout:
+        """The single-view layout (the canvas alone)."""
+        return ViewLayout(self.canvas_size)
+
+
+class DualViewEncoder(nn.Module):
+    """One latent from the letterbox canvas and the ROI-zoom view.
+
+    Each view has its own conv stages and global average pooling; the pooled features are
+    concatenated and a linear head gives ``z``. Two inputs, so the exported encoder takes both.
+
+    Args:
+        in_channels: image channels.
+        widths: stage widths of the canvas branch.
+        roi_widths: stage widths of the zoom-view branch.
+        latent_dim: size of ``z``.
+        norm: ``batch``, ``instance`` or ``group``.
+        negative_slope: LeakyReLU slope.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64, 128, 256, 256),
+        roi_widths: Sequence[int] = (16, 32, 64, 128),
+        latent_dim: int = 128,
+        norm: str = "batch",
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.features = conv_stages(in_channels, widths, norm, negative_slope)
+        self.roi_features = conv_stages(in_channels, roi_widths, norm, negative_slope)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(widths[-1] + roi_widths[-1], latent_dim)
+
+    def forward(self, image: torch.Tensor, roi_view: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_dim) of canvases (B, C, S, S) and zoom views (B, C, R, R)."""
+        pooled_global = torch.flatten(self.pool(self.features(image)), 1)
+        pooled_roi = torch.flatten(self.pool(self.roi_features(roi_view)), 1)
+        return self.head(torch.cat([pooled_global, pooled_roi], dim=1))
+
+
+class DualViewCAE(nn.Module):
+    """Dual-view ROI-aware CAE: one latent, a canvas decoder and a zoom-view decoder (the default model).
+
+    Input and output are view mosaics (:class:`~bundle.views.ViewLayout`): the ``S x S`` canvas
+    beside the ``R x R`` zoom view, shape (B, C, S, S + R), so every one-tensor interface (MONAI
+    engines, ``verify_net_in_out``, ``ckpt_export``, MONAI Label) works unchanged.
+
+    Args:
+        canvas_size: letterbox side ``S`` (divisible by ``2 ** len(widths)``).
+        roi_canvas_size: zoom-view side ``R <= S`` (divisible by ``2 ** len(roi_widths)``).
+        in_channels: image channels.
+        widths: canvas-branch widths.
+        roi_widths: zoom-branch widths.
+        latent_dim: latent size.
+        norm: ``batch``, ``instance`` or ``group``.
+
+    Example::
+
+        net = DualViewCAE(canvas_size=128, roi_canvas_size=64, widths=(16, 32, 64, 128, 128))
+        out = net(torch.rand(2, 1, 128, 192))  # (2, 1, 128, 192): canvas | zoom view
+        z = net.encode(torch.rand(2, 1, 128, 192))  # (2, 128)
+    """
+
+    __jit_unused_properties__ = ["layout"]
+
+    def __init__(
+        self,
+        canvas_size: int = 256,
+        roi_canvas_size: int = 64,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64, 128, 256, 256),
+        roi_widths: Sequence[int] = (16, 32, 64, 128),
+        latent_dim: int = 128,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        ViewLayout(canvas_size, roi_canvas_size)  # validates R <= S
+        self.canvas_size = int(canvas_size)
+        self.roi_canvas_size = int(roi_canvas_size)
+        self.encoder = DualViewEncoder(in_channels, widths, roi_widths, latent_dim, norm)
+        self.decoder = CAEDecoder(in_channels, widths, latent_dim, canvas_size, norm)
+        self.roi_decoder = CAEDecoder(in_channels, roi_widths, latent_dim, roi_canvas_size, norm)
+
+    @property
+    def layout(self) -> ViewLayout:
+        """The dual-view mosaic layout."""
+        return ViewLayout(self.canvas_size, self.roi_canvas_size)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent codes (B, latent_dim) of view mosaics (B, C, S, S + R)."""
+        s, r = self.canvas_size, self.roi_canvas_size
+        return self.encoder(x[..., :s, :s], x[..., :r, s : s + r])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """View mosaics (B, C, S, S + R) from latent codes."""
+        canvas = self.decoder(z)
+        view = self.roi_decoder(z)
+        below = view.new_zeros((view.shape[0], view.shape[1], self.canvas_size - self.roi_canvas_size, view.shape[3]))
+        return torch.cat([canvas, torch.cat([view, below], dim=2)], dim=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of a view mosaic (one tensor)."""
+        return self.decode(self.encode(x))
+
+
+MODELS = ("dual_view", "paper")
+
+
+def build_autoencoder(
+    model: str = "dual_view",
+    canvas_size: int = 256,
+    roi_canvas_size: int = 64,
+    widths: Sequence[int] = (32, 64, 128, 256, 256),
+    roi_widths: Sequence[int] = (16, 32, 64, 128),
+    latent_dim: int = 128,
+    norm: str = "batch",
+    in_channels: int = 1,
+) -> nn.Module:
+    """The configured autoencoder: ``dual_view`` (:class:`DualViewCAE`) or ``paper`` (:class:`ROIAwareCAE`).
+
+    Raises:
+        ValueError: for an unknown model name.
+    """
+    if model == "dual_view":
+        return DualViewCAE(canvas_size, roi_canvas_size, in_channels, widths, roi_widths, latent_dim, norm)
+    if model == "paper":
+        return ROIAwareCAE(canvas_size, in_channels, widths, latent_dim, norm)
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+
+
+def build_encoder(
+    model: str = "dual_view",
+    widths: Sequence[int] = (32, 64, 128, 256, 256),
+    roi_widths: Sequence[int] = (16, 32, 64, 128),
+    latent_dim: int = 128,
+    norm: str = "batch",
+    in_channels: int = 1,
+) -> nn.Module:
+    """The encoder of :func:`build_autoencoder`'s model, on its own (for export).
+
+    Raises:
+        ValueError: for an unknown model name.
+    """
+    if model == "dual_view":
+        return DualViewEncoder(in_channels, widths, roi_widths, latent_dim, norm)
+    if model == "paper":
+        return CAEEncoder(in_channels, widths, latent_dim, norm)
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}")

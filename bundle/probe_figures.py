@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bundle.atomic import atomic_path
+from bundle.engines import network_input
 
 logger = logging.getLogger("fetal_nt_roi_cae")
 
@@ -88,16 +89,18 @@ def ood_histogram_figure(by_phase: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def _first_image(loader) -> tuple[torch.Tensor, str]:
+def _first_image(loader, network) -> tuple[torch.Tensor, str]:
+    """The network input of the loader's first image (the view mosaic of a dual-view model) and its case id."""
     batch = next(iter(loader))
-    return torch.as_tensor(batch["image"][:1]).float(), str(batch["case_id"][0])
+    return network_input(network, batch)[:1], str(batch["case_id"][0])
 
 
 @torch.no_grad()
 def strip_figure(by_phase: dict, loaders: dict, path: Path, device, steps: int) -> None:
     """Decoded latent interpolation from a source-validation image to a held-out image, per phase."""
     plt = _pyplot()
-    (a, name_a), (b, name_b) = _first_image(loaders["val"]), _first_image(loaders["held_out"])
+    network = next(iter(by_phase.values()))[0]
+    (a, name_a), (b, name_b) = _first_image(loaders["val"], network), _first_image(loaders["held_out"], network)
     weights = np.linspace(0.0, 1.0, steps)
     fig, axes = plt.subplots(len(by_phase), steps + 2, figsize=(1.7 * (steps + 2), 1.9 * len(by_phase)), squeeze=False)
     for row, (phase, (network, _, _)) in enumerate(by_phase.items()):
@@ -118,7 +121,7 @@ def strip_figure(by_phase: dict, loaders: dict, path: Path, device, steps: int) 
 def perturbation_figure(by_phase: dict, loaders: dict, path: Path, device, sigmas: list[float], seed: int) -> None:
     """Decoded ``z + sigma * eps * std(z)`` for a source-validation image (std over training latents)."""
     plt = _pyplot()
-    image, name = _first_image(loaders["val"])
+    image, name = _first_image(loaders["val"], next(iter(by_phase.values()))[0])
     fig, axes = plt.subplots(
         len(by_phase), len(sigmas) + 1, figsize=(1.9 * (len(sigmas) + 1), 2.0 * len(by_phase)), squeeze=False
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import logging
 import shutil
@@ -37,7 +38,11 @@ REPORT_METRICS = (
     "psnr_content",
     "ssim_content",
     "ms_ssim_content",
+    "zoom_psnr",
+    "zoom_roi_mae",
+    "zoom_roi_edge_mae",
 )
+PAPER_MODEL = "paper_model"
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,23 @@ class Variant:
         overrides: extra ``--key value`` settings.
         shares_phase1: True when phase 1 is the main method's (only phase 2 differs), so the main
             run's phase-1 model is reused instead of retrained.
+        all_rotations: run on every rotation, not only on the ablation sites.
     """
 
     description: str
     overlays: tuple[str, ...] = ()
     overrides: dict = field(default_factory=dict)
     shares_phase1: bool = False
+    all_rotations: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
-    MAIN: Variant("two-phase ROI-aware CAE, calibrated weights (the method)"),
+    MAIN: Variant("dual-view ROI-aware CAE (letterbox + ROI-zoom view), two phases, calibrated weights (the method)"),
+    PAPER_MODEL: Variant(
+        "the paper's single-view CAE (model: paper), same phases and budget",
+        overrides={"model": "paper"},
+        all_rotations=True,
+    ),
     "phase1_longer": Variant(
         "phase 1 only, trained for the phase-2 budget too (phase 2 uses the phase-1 loss)",
         ("configs/ablations/phase2_global_only.json",),
@@ -91,7 +103,6 @@ class ProtocolSettings:
         ablation_sites: rotations on which the ablations run.
         phase1_epochs: phase-1 epochs of every run.
         phase2_epochs: phase-2 epochs of every run.
-        fidelity_per_site: native-size standard planes per site for the measurement study (0: skip).
         overrides: further ``--key value`` settings for every run.
     """
 
@@ -103,7 +114,6 @@ class ProtocolSettings:
     ablation_sites: list[int]
     phase1_epochs: int = 60
     phase2_epochs: int = 30
-    fidelity_per_site: int = 10
     overrides: dict = field(default_factory=dict)
 
     def run_dir(self, site: int, seed: int, variant: str) -> Path:
@@ -116,8 +126,11 @@ class ProtocolSettings:
         for site in self.sites:
             for seed in self.seeds:
                 jobs.append((site, seed, MAIN))
-                if site in self.ablation_sites:
-                    jobs += [(site, seed, v) for v in self.variants if v != MAIN]
+                jobs += [
+                    (site, seed, v)
+                    for v in self.variants
+                    if v != MAIN and (site in self.ablation_sites or VARIANTS[v].all_rotations)
+                ]
         return jobs
 
     def overrides_for(self, site: int, seed: int, variant: str) -> dict:
@@ -240,9 +253,9 @@ def summarize_protocol(rows: list[dict], settings: ProtocolSettings) -> dict:
                     "relative_change_seed_spread": seed_spread(per_seed) if per_seed else None,
                 }
     ablations: dict = {}
-    for site in settings.ablation_sites:
+    for site in settings.sites:
         for variant in settings.variants:
-            if variant == MAIN:
+            if variant == MAIN or (site not in settings.ablation_sites and not VARIANTS[variant].all_rotations):
                 continue
             for split in ("val", "held_out"):
                 for metric in REPORT_METRICS:
@@ -319,45 +332,61 @@ def jitter_study(settings: ProtocolSettings) -> dict:
     }
 
 
-def fidelity_study(settings: ProtocolSettings) -> dict:
-    """NT measured on native-size originals and on the main method's reconstructions mapped back.
+FIDELITY_FIGURES = ("measurable_pct", "abs_diff_median_mm", "abs_diff_p90_mm", "within_0.2mm_pct", "bias_mm")
 
-    A fidelity set of ``fidelity_per_site`` standard planes per site without calipers is generated
-    at native size under ``output_dir/fidelity_data``.
+
+def fidelity_study(settings: ProtocolSettings) -> dict:
+    """NT measurement fidelity pooled over seeds from every run's own report (``report/fidelity.csv``).
+
+    Each run measures the NT on its source-validation and held-out images, on the native original and on
+    the reconstruction mapped back to native geometry (:mod:`bundle.fidelity`).
 
     Returns:
-        ``{"rows": [...], "summary": {site: {split: {source: {...}}}}}``.
+        ``{"rows": [...], "summary": {variant: {site: {split: {planes: {phase: figures}}}}}}`` (planes:
+        ``standard_planes`` or ``all_planes``): the figures of
+        :func:`bundle.fidelity.fidelity_summary` plus 95 % bootstrap CIs (``*_ci``) of the median and p90
+        absolute difference, the share within 0.2 mm and the bias, over all images of all seeds.
     """
-    from bundle.datalist import load_validated_datalist
-    from bundle.evaluation import fidelity_summary, measurement_fidelity
-    from bundle.synthetic.dataset import write_synthetic_dataset
+    from bundle.fidelity import WITHIN_MM, fidelity_summary
 
-    if settings.fidelity_per_site <= 0:
-        return {"rows": [], "summary": {}}
-    data_dir = settings.output_dir / "fidelity_data"
-    n_sites = max(settings.sites) + 1
-    if not (data_dir / "datalist.json").exists():
-        write_synthetic_dataset(
-            data_dir,
-            settings.fidelity_per_site,
-            sites=n_sites,
-            seed=9999,
-            standard_only=True,
-            calipers=False,
-            progress=False,
+    rows = []
+    for site, seed, variant in settings.jobs():
+        path = settings.run_dir(site, seed, variant) / "runs/quick/report/fidelity.csv"
+        if not path.exists():
+            continue
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                for key in ("nt_true_mm", "nt_original_mm", "nt_recon_mm"):
+                    row[key] = float(row[key]) if row[key] not in ("", "None") else None
+                rows.append({**row, "held_out_site": site, "seed": seed, "variant": variant})
+    summary: dict = {}
+    groups = sorted({(r["variant"], r["held_out_site"], r["split"], r["phase"]) for r in rows})
+    for (variant, site, split, phase), planes in itertools.product(groups, ("standard_planes", "all_planes")):
+        subset = [
+            r
+            for r in rows
+            if (r["variant"], r["held_out_site"], r["split"], r["phase"]) == (variant, site, split, phase)
+            and (planes == "all_planes" or r.get("standard_plane") in ("True", "", None))
+        ]
+        if not subset:
+            continue
+        figures = fidelity_summary(subset)
+        diff = [
+            r["nt_recon_mm"] - r["nt_original_mm"]
+            for r in subset
+            if None not in (r["nt_recon_mm"], r["nt_original_mm"])
+        ]
+        if len(diff) > 1:
+            absolute = np.abs(diff)
+            figures["abs_diff_median_mm_ci"] = bootstrap_ci(absolute, statistic=np.median)
+            figures["abs_diff_p90_mm_ci"] = bootstrap_ci(
+                absolute, statistic=lambda x, axis: np.percentile(x, 90, axis=axis)
+            )
+            figures["within_0.2mm_pct_ci"] = tuple(100 * v for v in bootstrap_ci((absolute <= WITHIN_MM).astype(float)))
+            figures["bias_mm_ci"] = bootstrap_ci(diff)
+        summary.setdefault(variant, {}).setdefault(site, {}).setdefault(split, {}).setdefault(planes, {})[phase] = (
+            figures
         )
-    entries = load_validated_datalist(data_dir / "datalist.json")
-    rows, summary = [], {}
-    for site, seed, root, parser in _finished_main_runs(settings):
-        canvas = int(parser.get_parsed_content("canvas_size"))
-        for row in measurement_fidelity(_phase_networks(parser, root), entries, canvas):
-            row.update({"held_out_site": site, "seed": seed, "split": "held_out" if row["site"] == site else "source"})
-            rows.append(row)
-    for site in settings.sites:
-        for split in ("source", "held_out"):
-            subset = [r for r in rows if r["held_out_site"] == site and r["split"] == split]
-            if subset:
-                summary.setdefault(site, {})[split] = fidelity_summary(subset, ["phase1", "phase2"])
     return {"rows": rows, "summary": summary}
 
 
@@ -478,25 +507,39 @@ def _fidelity_table(fidelity: dict, names: dict) -> list[str]:
     if not fidelity.get("summary"):
         return []
     lines = [
-        "## NT measurement fidelity",
+        "## NT measurement fidelity: dual-view vs the paper's single-view model",
         "",
-        "Native-size standard planes without calipers. The NT is measured automatically in the NT box "
-        "(`bundle.nt_measure.measure_nt_in_roi`) on the original and on each reconstruction mapped back "
-        "through the letterbox inverse; MAE in mm against the exact synthetic NT and against the original.",
+        "The NT is measured automatically in the native NT box (`bundle.nt_measure.measure_nt_in_roi`) on the "
+        "original and on the reconstruction mapped back to native geometry (the dual-view model's zoom view "
+        "through the zoom inverse, the paper model's canvas through the letterbox inverse); all images of all "
+        "seeds, 95 % bootstrap CIs in brackets. Measurable = share of measurable originals also measurable "
+        "on the reconstruction; differences are NT(recon) - NT(original).",
         "",
     ]
-    lines += _header("held out", "images from", "measured on", "found", "MAE vs truth (mm)", "MAE vs original (mm)")
-    for site, splits in fidelity["summary"].items():
-        for split, sources in splits.items():
-            for source, s in sources.items():
-                vs_original = s.get("mae_vs_original_mm")
-                lines.append(
-                    _row(
-                        names.get(site, site), "held-out site" if split == "held_out" else "source sites", source,
-                        f"{s['found_pct']:.0f} % of {s['n']}", f"{s['mae_vs_truth_mm']:.3f}",
-                        "-" if vs_original is None else f"{vs_original:.3f}",
-                    )
-                )  # fmt: skip
+    lines += _header(
+        "held out", "split", "planes", "model", "phase", "measurable", "abs diff median (mm)", "abs diff p90 (mm)",
+        "within 0.2 mm", "bias (mm)", "vs exact NT, MAE (mm)",
+    )  # fmt: skip
+
+    def cell(figures: dict, key: str, fmt: str) -> str:
+        ci = figures.get(f"{key}_ci")
+        value = fmt.format(figures[key])
+        return value if ci is None else f"{value} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+    for variant, sites in fidelity["summary"].items():
+        for site, splits in sites.items():
+            for split, by_planes in splits.items():
+                for planes, phases in by_planes.items():
+                    for phase, f in phases.items():
+                        lines.append(
+                            _row(
+                                names.get(site, site), SPLIT_NAMES.get(split, split), planes.replace("_", " "),
+                                variant, phase,
+                                f"{f['measurable_pct']:.1f} % of {f['n']}", cell(f, "abs_diff_median_mm", "{:.3f}"),
+                                cell(f, "abs_diff_p90_mm", "{:.3f}"), cell(f, "within_0.2mm_pct", "{:.1f}"),
+                                cell(f, "bias_mm", "{:+.3f}"), f"{f['recon_mae_vs_truth_mm']:.3f}",
+                            )
+                        )  # fmt: skip
     return [*lines, ""]
 
 
@@ -593,7 +636,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     Returns:
         path of ``report/protocol.md``.
     """
-    from bundle.atomic import atomic_write_json, atomic_write_text
+    from bundle.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
     from bundle.protocol_probes import probe_study
     from bundle.workflow import datalist_path
 
@@ -633,9 +676,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]
     atomic_write_text(report_dir / "per_image.csv", "\n".join(lines) + "\n")
     if fidelity["rows"]:
-        keys = list(fidelity["rows"][0])
-        text = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in fidelity["rows"]]
-        atomic_write_text(report_dir / "fidelity.csv", "\n".join(text) + "\n")
+        atomic_write_csv(report_dir / "fidelity.csv", fidelity["rows"], list(fidelity["rows"][0]))
     protocol_figures(rows, report_dir, site_names)
     markdown = report_dir / "protocol.md"
     atomic_write_text(markdown, protocol_markdown(settings, summary, jitter, fidelity, site_names, probes))

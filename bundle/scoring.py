@@ -211,8 +211,15 @@ def write_training_latents(
     device,
     canvas_size: int,
     k: int = 5,
+    check_loader=None,
+    held_out_site: int | None = None,
+    report_dir: str | os.PathLike | None = None,
 ) -> LatentScorer:
     """Encode the training and validation images with the final model; save latents and the scorer.
+
+    With ``check_loader`` (fresh native-size images, none used for fitting or thresholds) the flag
+    rates on its source-site and held-out-site images are measured and written to
+    ``report_dir/ood_check.json`` (:func:`ood_flag_rates`).
 
     Args:
         template: a network of the trained architecture (copied, not modified).
@@ -222,6 +229,9 @@ def write_training_latents(
         device: where to run the network.
         canvas_size: stored with the scorer so that users preprocess at the right size.
         k: KNN neighbour rank.
+        check_loader: loader of fresh images for the flag-rate check (None: skip).
+        held_out_site: the unseen site of the check.
+        report_dir: where ``ood_check.json`` goes.
 
     Returns:
         the fitted scorer.
@@ -242,4 +252,53 @@ def write_training_latents(
         scorer.threshold_mahalanobis,
         scorer.threshold_knn,
     )
+    if check_loader is not None and report_dir is not None:
+        from bundle.atomic import atomic_write_json
+
+        rates = ood_flag_rates(template, model_path, scorer, check_loader, int(held_out_site), device)
+        atomic_write_json(os.path.join(report_dir, "ood_check.json"), rates)
+        logger.info(
+            "OOD check on fresh native images: %.1f %% of %d source-site images flagged (target <= 5 %%), "
+            "%.1f %% of %d held-out-site images",
+            rates["source_flag_pct"],
+            rates["n_source"],
+            rates["held_out_flag_pct"],
+            rates["n_held_out"],
+        )
     return scorer
+
+
+def ood_flag_rates(
+    template: nn.Module,
+    model_path: str | os.PathLike,
+    scorer: LatentScorer,
+    loader,
+    held_out_site: int,
+    device,
+) -> dict[str, float | int]:
+    """Share of images the scorer flags as unfamiliar, on source-site and held-out-site images of ``loader``.
+
+    Args:
+        template: a network of the trained architecture (copied).
+        model_path: the final weights.
+        scorer: the fitted scorer.
+        loader: preprocessed images none of which were used to fit the scorer or its thresholds.
+        held_out_site: site index that counts as unseen.
+        device: where to run the network.
+
+    Returns:
+        ``source_flag_pct`` (false flags; target <= 5 %), ``held_out_flag_pct`` and the image counts.
+    """
+    from bundle.checkpoints import load_model_weights
+    from bundle.latents import collect_latents
+
+    network = load_model_weights(copy.deepcopy(template).cpu(), model_path).to(device)
+    table = collect_latents(network, loader, device)
+    flags = scorer.score(table["z"])["ood_flag"].astype(bool)
+    source = table["site"] != held_out_site
+    return {
+        "source_flag_pct": 100.0 * float(flags[source].mean()) if source.any() else float("nan"),
+        "held_out_flag_pct": 100.0 * float(flags[~source].mean()) if (~source).any() else float("nan"),
+        "n_source": int(source.sum()),
+        "n_held_out": int((~source).sum()),
+    }

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 
 def bootstrap_ci(
-    values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+    values: Sequence[float],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    statistic: Callable[..., np.ndarray] = np.mean,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean.
+    """Percentile bootstrap confidence interval of the mean (or of another ``statistic``).
 
     Args:
         values: one value per image.
         confidence: coverage of the interval.
         n_resamples: bootstrap resamples.
         seed: seed of the resampling (the interval is reproducible).
+        statistic: reduces the resamples along ``axis=1`` (``np.mean``, ``np.median``, ...).
 
     Returns:
         (low, high); both equal the value for a single observation.
@@ -31,7 +36,7 @@ def bootstrap_ci(
     if data.size == 1:
         return float(data[0]), float(data[0])
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(n_resamples, data.size))].mean(axis=1)
+    means = statistic(data[rng.integers(0, data.size, size=(n_resamples, data.size))], axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)

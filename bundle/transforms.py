@@ -248,7 +248,7 @@ class LetterboxROId(MapTransform, InvertibleTransform):
         if geometry is None:
             return d
         if self.roi_key is not None and d.get(self.roi_key) is not None:
-            d[self.roi_key] = torch.as_tensor(geometry.map_box(_as_list(d[self.roi_key])), dtype=torch.float64)
+            d[self.roi_key] = torch.as_tensor(geometry.map_box(as_box_list(d[self.roi_key])), dtype=torch.float64)
         d[self.geometry_key] = geometry.as_dict()
         return d
 
@@ -265,11 +265,11 @@ class LetterboxROId(MapTransform, InvertibleTransform):
             d[key] = MetaTensor(restored, meta=image.meta, applied_operations=image.applied_operations)
             d[key].meta["spatial_shape"] = [geometry.original_size[1], geometry.original_size[0]]
         if geometry is not None and self.roi_key is not None and d.get(self.roi_key) is not None:
-            d[self.roi_key] = torch.as_tensor(geometry.unmap_box(_as_list(d[self.roi_key])), dtype=torch.float64)
+            d[self.roi_key] = torch.as_tensor(geometry.unmap_box(as_box_list(d[self.roi_key])), dtype=torch.float64)
         return d
 
 
-def _as_list(box: object) -> list[float]:
+def as_box_list(box: object) -> list[float]:
     """A box given as list, tuple, array or tensor, as four floats."""
     values = box.tolist() if hasattr(box, "tolist") else list(box)
     return [float(v) for v in values]
@@ -306,7 +306,7 @@ class ROIMaskd(MapTransform):
         height, width = d[self.reference_key].shape[-2:]
         for i, key in enumerate(self.key_iterator(d)):
             out_key = self.mask_key if i == 0 else f"{key}_mask"
-            d[out_key] = roi_mask(_as_list(d[key]), int(height), int(width))
+            d[out_key] = roi_mask(as_box_list(d[key]), int(height), int(width))
         return d
 
 
@@ -469,7 +469,7 @@ class RandROIJitterd(Randomizable, MapTransform):
             return d
         height, width = d[self.reference_key].shape[-2:]
         for i, key in enumerate(self.key_iterator(d)):
-            x0, y0, x1, y1 = _as_list(d[key])
+            x0, y0, x1, y1 = as_box_list(d[key])
             cx, cy = 0.5 * (x0 + x1) + self._shift[0], 0.5 * (y0 + y1) + self._shift[1]
             hw, hh = 0.5 * self._scale * (x1 - x0), 0.5 * self._scale * (y1 - y0)
             box = [cx - hw, cy - hh, cx + hw, cy + hh]

@@ -31,7 +31,9 @@ TINY_TRAINING = {
     "synthetic#size": [64, 64],
     "synthetic#workers": 1,
     "canvas_size": 64,
+    "roi_canvas_size": 32,
     "network_widths": [8, 16, 16, 32, 32],
+    "roi_network_widths": [8, 16, 16, 32],
     "batch_size": 4,
     "phase1_epochs": 2,
     "phase2_epochs": 2,
@@ -46,19 +48,19 @@ def tiny_training():
     return dict(TINY_TRAINING)
 
 
-@pytest.fixture(scope="session")
-def tiny_trained(tmp_path_factory):
-    """A finished tiny training run (10 images per site, 64 px): ``(bundle root, settings)``.
-
-    Shared by the export, probe, inference and MONAI Label tests; they only read its models and data.
-    """
+def _train_tiny(root, **extra) -> tuple:
     from pathlib import Path
 
     from monai.bundle import ConfigWorkflow
 
-    root = tmp_path_factory.mktemp("trained")
     config = str(Path(__file__).resolve().parents[1] / "configs" / "train.json")
-    settings = {"bundle_root": str(root), "dataset_dir": str(root / "data"), **TINY_TRAINING, "synthetic#per_site": 10}
+    settings = {
+        "bundle_root": str(root),
+        "dataset_dir": str(root / "data"),
+        **TINY_TRAINING,
+        "synthetic#per_site": 10,
+        **extra,
+    }
     workflow = ConfigWorkflow(config_file=config, workflow_type="train", run_id="training", **settings)
     workflow.initialize()
     workflow.run()
@@ -66,5 +68,24 @@ def tiny_trained(tmp_path_factory):
     return root, settings
 
 
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """A finished tiny training run of the default dual-view model (10 images per site, 64 px): ``(root, settings)``.
+
+    Shared by the export, probe, inference and MONAI Label tests; they only read its models and data.
+    """
+    return _train_tiny(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_paper(tmp_path_factory):
+    """The same tiny run with ``model: paper`` (single view): for box-free inputs such as plain image folders."""
+    return _train_tiny(tmp_path_factory.mktemp("trained_paper"), model="paper")
+
+
 #: architecture settings of ``tiny_trained`` that exports and inference must repeat
-TINY_ARCH = {"canvas_size": TINY_TRAINING["canvas_size"], "network_widths": TINY_TRAINING["network_widths"]}
+TINY_ARCH = {
+    key: TINY_TRAINING[key] for key in ("canvas_size", "roi_canvas_size", "network_widths", "roi_network_widths")
+}
+#: the same for ``tiny_trained_paper``
+TINY_PAPER_ARCH = {**TINY_ARCH, "model": "paper"}

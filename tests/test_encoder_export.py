@@ -55,16 +55,18 @@ def test_export_round_trip_torchscript_and_onnx(trained, exported):
 
     from bundle.checkpoints import load_model_weights
     from bundle.export import max_latent_difference
-    from bundle.network import CAEEncoder
+    from bundle.network import DualViewEncoder
 
-    encoder = load_model_weights(CAEEncoder(widths=ARCH["network_widths"]), exported / "encoder.pt")
+    encoder = DualViewEncoder(widths=ARCH["network_widths"], roi_widths=ARCH["roi_network_widths"])
+    encoder = load_model_weights(encoder, exported / "encoder.pt")
     for name in ("encoder.ts", "encoder.onnx"):
-        assert max_latent_difference(encoder, exported / name, 64, n=3) <= 1e-5, name
+        assert max_latent_difference(encoder, exported / name, 64, n=3, roi_canvas_size=32) <= 1e-5, name
     net, meta, extra = load_net_with_metadata(str(exported / "encoder.ts"), more_extra_files=("train.json",))
     assert meta["encoder_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]
+    assert meta["encoder_data_format"]["inputs"]["roi_view"]["spatial_shape"] == [32, 32]
     assert "encoder_def" in json.loads(extra["train.json"])
-    images = torch.rand(5, 1, 64, 64)  # dynamic batch size
-    assert net(images).shape == (5, 128)
+    images, views = torch.rand(5, 1, 64, 64), torch.rand(5, 1, 32, 32)  # dynamic batch size
+    assert net(images, views).shape == (5, 128)
 
 
 def test_documented_ckpt_export_command(trained, tmp_path):
@@ -74,14 +76,14 @@ def test_documented_ckpt_export_command(trained, tmp_path):
     args = block.replace("\\\n", " ").split()[3:]  # after "python -m monai.bundle"
     args = [str(tmp_path / "encoder.ts") if a == "models/encoder.ts" else a for a in args]
     args = [str(root / a) if a.startswith("models/") else a for a in args]
-    architecture = ["--canvas_size", "64", "--network_widths", "[8,16,16,32,32]"]
+    architecture = [a for k, v in ARCH.items() for a in (f"--{k}", json.dumps(v))]
     command = [sys.executable, "-m", "monai.bundle", *args, *architecture]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = torch.jit.load(str(tmp_path / "encoder.ts"))
     reference = torch.jit.load(str(root / "models/encoder.ts"))
-    images = torch.rand(2, 1, 64, 64)
-    assert torch.allclose(loaded(images), reference(images), atol=1e-6)
+    images, views = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 32, 32)
+    assert torch.allclose(loaded(images, views), reference(images, views), atol=1e-6)
 
 
 def _python_blocks(path: Path) -> str:
@@ -91,6 +93,7 @@ def _python_blocks(path: Path) -> str:
 @pytest.mark.parametrize("site", [0, 2])  # grey (Hosp-1) and colour (Hosp-3) exports
 def test_docs_snippet_embeds_with_only_torch_and_onnxruntime(trained, exported, tmp_path, site):
     from bundle.readers import read_image
+    from bundle.roi_zoom import ROIZoom
     from bundle.transforms import LetterboxGeometry, letterbox_image
 
     root, _ = trained
@@ -99,17 +102,20 @@ def test_docs_snippet_embeds_with_only_torch_and_onnxruntime(trained, exported, 
     for name in ("encoder.ts", "encoder.onnx"):
         shutil.copy(exported / name, tmp_path / "models" / name)
     shutil.copy(image, tmp_path / "image.png")
+    entry = next(
+        e for e in json.loads((root / "data/datalist.json").read_text())["data"] if e["image"].endswith(image.name)
+    )
+    (tmp_path / "datalist.json").write_text(json.dumps({"data": [{"image": "image.png", "roi": entry["roi"]}]}))
     guard = "import sys\nsys.modules['bundle'] = None  # the snippet must not need the bundle\n"
     save = "\nimport numpy\nnumpy.save('z_ts.npy', z.numpy())\nnumpy.save('z_onnx.npy', z_onnx)\n"
     script = tmp_path / "snippet.py"
     script.write_text(guard + _python_blocks(ROOT / "docs/encoder.md") + save)
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    array = read_image(image).array
-    canvas = letterbox_image(
-        torch.from_numpy(array)[None], LetterboxGeometry.compute(array.shape[1], array.shape[0], 64)
-    )
-    expected = torch.jit.load(str(exported / "encoder.ts"))(canvas[None]).detach().numpy()
+    array = torch.from_numpy(read_image(image).array)[None]
+    canvas = letterbox_image(array, LetterboxGeometry.compute(array.shape[2], array.shape[1], 64))
+    view, _ = ROIZoom(32, 0.5)(array, entry["roi"])
+    expected = torch.jit.load(str(exported / "encoder.ts"))(canvas[None], view[None]).detach().numpy()
     assert np.abs(np.load(tmp_path / "z_ts.npy") - expected).max() <= 1e-5
     assert np.abs(np.load(tmp_path / "z_onnx.npy") - expected).max() <= 1e-5
 
@@ -157,13 +163,16 @@ def test_score_cli_on_a_datalist_and_a_folder_with_a_corrupt_image(trained, expo
         shutil.copy(image, folder / image.name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     latents = tmp_path / "latents.npz"
-    args = ["score", str(folder), "--encoder", str(exported / "encoder.onnx"), "--output", str(output)]
+    args = ["score", str(datalist), "--encoder", str(exported / "encoder.onnx"), "--output", str(output)]
     assert main([*args, "--latents", str(latents), "--quiet"]) == 0
+    assert np.load(latents)["z"].shape == (len(rows), 128)
+    args = ["score", str(folder), "--encoder", str(exported / "encoder.onnx"), "--output", str(output)]
+    assert main([*args, "--quiet"]) == 0
     rows = {r["case_id"]: r for r in csv.DictReader(output.open())}
     assert len(rows) == 4 and "broken.png" in rows["broken"]["error"] and rows["broken"]["ood_knn"] == ""
-    assert all(r["error"] == "" and float(r["predicted_roi_edge_mae"]) > -1 for k, r in rows.items() if k != "broken")
-    assert np.load(latents)["z"].shape == (3, 128)
-    assert "1 unreadable" in capsys.readouterr().out
+    # a plain folder has no NT boxes: the dual-view encoder names each such image and the fix
+    assert all("no NT box" in r["error"] and r["ood_knn"] == "" for k, r in rows.items() if k != "broken")
+    assert "4 not scored" in capsys.readouterr().out
 
 
 def test_export_without_a_checkpoint_says_how_to_make_one(tmp_path, capsys):

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 INFERENCE = str(ROOT / "configs" / "inference.json")
 
 
-def overrides(root: Path) -> list[str]:
+def overrides(root: Path, arch: dict = TINY_ARCH) -> list[str]:
     args = ["--models_dir", str(root / "models")]
-    for key, value in TINY_ARCH.items():
+    for key, value in arch.items():
         args += [f"--{key}", json.dumps(value)]
     return args
 
@@ -32,7 +32,9 @@ def test_inference_config_repeats_the_training_architecture():
     train, infer = ConfigParser(), ConfigParser()
     train.read_config(str(ROOT / "configs/train.json"))
     infer.read_config(INFERENCE)
-    for key in ("canvas_size", "network_widths", "latent_dim", "norm"):
+    for key in ("model", "canvas_size", "roi_canvas_size", "roi_margin", "network_widths", "roi_network_widths"):
+        assert infer[key] == train[key], key
+    for key in ("latent_dim", "norm"):
         assert infer[key] == train[key], key
 
 
@@ -44,8 +46,10 @@ def test_inference_config_passes_check_properties(tiny_trained):
     assert workflow.check_properties() in (None, [])
 
 
-def test_documented_command_on_a_folder_with_mixed_formats_and_a_corrupt_file(tiny_trained, tmp_path):
-    root, _ = tiny_trained
+def test_documented_command_on_a_folder_with_mixed_formats_and_a_corrupt_file(tiny_trained_paper, tmp_path):
+    from conftest import TINY_PAPER_ARCH
+
+    root, _ = tiny_trained_paper  # a folder has no NT boxes: the single-view model
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     pngs = sorted((root / "data/images/site2").glob("*.png"))[:2]
@@ -63,7 +67,7 @@ def test_documented_command_on_a_folder_with_mixed_formats_and_a_corrupt_file(ti
     (folder / "empty.dcm").write_bytes(b"")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", INFERENCE]
-    command += ["--dataset_dir", str(folder), "--output_dir", str(out), *overrides(root)]
+    command += ["--dataset_dir", str(folder), "--output_dir", str(out), *overrides(root, TINY_PAPER_ARCH)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["case_id"]: r for r in csv.DictReader((out / "results.csv").open())}
@@ -99,6 +103,26 @@ def test_datalist_input_adds_roi_metrics(tiny_trained, tmp_path):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == len(inference_items(root / "data/datalist.json")) == 30
     assert all(float(r["roi_mae"]) >= 0 and float(r["roi_edge_mae"]) >= 0 for r in rows)
+    assert all(0 <= float(r["zoom_roi_mae"]) <= 1 for r in rows)  # the dual-view model's zoom view
+    for row in rows[:3]:
+        original = read_image(row["image"]).array
+        assert read_image(row["reconstruction"]).array.shape == original.shape
+        assert Path(row["roi_reconstruction"]).exists()
+
+
+def test_dual_view_model_reports_images_without_a_box_by_name(tiny_trained, tmp_path):
+    root, _ = tiny_trained
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = sorted((root / "data/images/site0").glob("*.png"))[0]
+    (folder / "no_box.png").write_bytes(image.read_bytes())
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", INFERENCE]
+    command += ["--dataset_dir", str(folder), "--output_dir", str(out), *overrides(root)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = csv.DictReader((out / "results.csv").open())
+    assert row["status"] == "error" and "no_box.png" in row["error"] and "--model paper" in row["error"]
 
 
 def test_reconstructor_api(tiny_trained, tmp_path):
@@ -123,9 +147,9 @@ def test_batched_metrics_equal_one_image_at_a_time():
     images = torch.rand(4, 1, 64, 64, generator=generator)
     preds = (images + 0.1 * torch.randn(4, 1, 64, 64, generator=generator)).clamp(0, 1)
     rois = [[10, 20, 40, 30], None, [200, 200, 210, 210], [0.5, 0.5, 3.2, 2.7]]  # box, none, off-canvas, tiny
-    batched = batch_metrics(preds, images, rois)
+    batched = batch_metrics({"global": preds}, {"image": images, "roi": rois})
     for i, roi in enumerate(rois):
-        alone = batch_metrics(preds[i : i + 1], images[i : i + 1], [roi])[0]
+        alone = batch_metrics({"global": preds[i : i + 1]}, {"image": images[i : i + 1], "roi": [roi]})[0]
         assert batched[i].keys() == alone.keys()
         assert all(abs(batched[i][k] - alone[k]) < 1e-5 for k in alone)
     assert "roi_mae" not in batched[1] and all("roi_edge_mae" in batched[i] for i in (0, 2, 3))

@@ -81,9 +81,12 @@ def test_required_field_types():
 def test_monai_verify_net_in_out_passes_on_the_encoder():
     from monai.bundle import verify_net_in_out
 
-    # verify_net_in_out reads network_data_format; point its output at the encoder's latent block
+    # verify_net_in_out reads network_data_format and passes one input: check the paper model's encoder
+    # (the dual-view encoder's second input is checked by tests/test_dual_view.py), output = the latent
     verify_net_in_out(
         net_id="encoder_def",
+        model="paper",
+        **{"_meta_#network_data_format#inputs#image#spatial_shape": [128, 128]},
         meta_file=str(ROOT / "metadata.json"),
         config_file=str(ROOT / "configs" / "train.json"),
         **{"_meta_#network_data_format#outputs#pred#num_channels": 128},
@@ -107,7 +110,7 @@ def test_ckpt_export_of_the_full_network_reloads_with_metadata(tiny_trained, tmp
     )
     net, meta, _ = load_net_with_metadata(str(tmp_path / "model.ts"))
     assert meta["version"] == _metadata()["version"]
-    assert net(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+    assert net(torch.rand(2, 1, 64, 96)).shape == (2, 1, 64, 96)  # the view mosaic: canvas | zoom view
 
 
 def test_evaluate_config_passes_check_properties(tiny_trained):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_ARCH
+from conftest import TINY_PAPER_ARCH
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +40,17 @@ def http(method: str, url: str, body: dict | None = None) -> dict:
 
 
 @pytest.fixture
-def server(tiny_trained, tmp_path):
-    """The documented start command on copies of the app and of four studies; stopped by PID."""
+def server(tiny_trained_paper, tmp_path):
+    """The documented start command on copies of the app and of four studies; stopped by PID.
+
+    Unlabelled studies have no NT box, so the server runs the single-view model (``--conf model paper``);
+    the dual-view model needs boxes (tests/test_inference.py).
+    """
     try:
         import monailabel  # noqa: F401
     except ImportError as error:
         raise AssertionError("MONAI Label is not installed: run bash bundle/monailabel_app/install.sh") from error
-    root, _ = tiny_trained
+    root, _ = tiny_trained_paper
     app, studies = tmp_path / "app", tmp_path / "studies"
     shutil.copytree(APP, app)
     studies.mkdir()
@@ -58,8 +62,8 @@ def server(tiny_trained, tmp_path):
     shutil.copytree(root / "models", tmp_path / "models")  # the train task writes new weights there
     port = free_port()
     conf = ["--conf", "zoo_source", "github", "--conf", "models_dir", str(tmp_path / "models")]
-    for key, value in TINY_ARCH.items():
-        conf += ["--conf", key, json.dumps(value, separators=(",", ":"))]  # the start script splits on spaces
+    for key, value in TINY_PAPER_ARCH.items():  # the start script splits on spaces
+        conf += ["--conf", key, value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))]
     command = ["monailabel", "start_server", "--app", str(app), "--studies", str(studies), *conf]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}

@@ -37,10 +37,13 @@ def test_package_is_reproducible_and_runs_inference_from_an_empty_folder(tiny_tr
     assert where.stdout.strip().startswith(str(bundle_dir))  # the zip's own code, not this checkout's
     images = tmp_path / "images"
     images.mkdir()
-    for image in sorted((root / "data/images/site1").glob("*.png"))[:3]:
-        (images / image.name).write_bytes(image.read_bytes())
+    entries = [e for e in json.loads((root / "data/datalist.json").read_text())["data"] if e["site"] == 1][:3]
+    for entry in entries:  # the dual-view model reads each image's NT box from the datalist
+        (images / Path(entry["image"]).name).write_bytes((root / "data" / entry["image"]).read_bytes())
+    datalist = [{"image": Path(e["image"]).name, "roi": e["roi"]} for e in entries]
+    (images / "datalist.json").write_text(json.dumps({"data": datalist}))
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
-    command += ["--dataset_dir", str(images), "--output_dir", str(tmp_path / "out")]
+    command += ["--dataset_dir", str(images / "datalist.json"), "--output_dir", str(tmp_path / "out")]
     command += [a for k, v in TINY_ARCH.items() for a in (f"--{k}", json.dumps(v))]
     result = subprocess.run(command, cwd=bundle_dir, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

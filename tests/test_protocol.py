@@ -19,11 +19,10 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
         dataset_dir=tmp_path / "data",
         sites=[1, 2],
         seeds=[0, 1],
-        variants=["roi_cae", "equal_weights"],
+        variants=["roi_cae", "equal_weights", "paper_model"],
         ablation_sites=[2],
         phase1_epochs=2,
         phase2_epochs=2,
-        fidelity_per_site=2,
         overrides=tiny_training,
     )
     markdown = run_protocol(settings).read_text()
@@ -33,7 +32,13 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
     report = json.loads((tmp_path / "protocol/report/protocol.json").read_text())
     comparison = report["summary"]["rotations"]["2"]["held_out"]["roi_mae"]["phase2_minus_phase1"]
     assert comparison["n"] == 12 and 0 <= comparison["p_value"] <= 1  # 6 held-out images x 2 seeds
-    assert set(report["summary"]["ablations"]["2"]) == {"equal_weights"}
+    assert set(report["summary"]["ablations"]["2"]) == {"equal_weights", "paper_model"}
+    assert set(report["summary"]["ablations"]["1"]) == {"paper_model"}  # the paper model runs on every rotation
+    fidelity = report["fidelity"]
+    assert {"roi_cae", "paper_model"} <= set(fidelity)
+    held_out = fidelity["roi_cae"]["2"]["held_out"]["all_planes"]["phase2"]
+    assert held_out["n"] == 12 and 0 <= held_out["measurable_pct"] <= 100
+    assert len(held_out["abs_diff_median_mm_ci"]) == 2 or held_out["measurable_pct"] == 0
     jitter = report["jitter"]["2"]["held_out"]
     assert {"exact", "shift 2 px", "shift 4 px", "shift 8 px", "scale 0.8", "scale 1.2"} == set(jitter)
     assert jitter["exact"]["phase1"] != jitter["exact"]["phase2"]  # two different checkpoints

@@ -33,7 +33,18 @@ import bundle
 logger = logging.getLogger(__name__)
 
 # --conf keys passed on to configs/inference.json (JSON values, except paths).
-CONFIG_OVERRIDES = ("models_dir", "canvas_size", "network_widths", "latent_dim", "norm", "device")
+CONFIG_OVERRIDES = (
+    "models_dir",
+    "model",
+    "canvas_size",
+    "roi_canvas_size",
+    "roi_margin",
+    "network_widths",
+    "roi_network_widths",
+    "latent_dim",
+    "norm",
+    "device",
+)
 
 
 def config_overrides(conf: dict) -> dict:
@@ -42,7 +53,7 @@ def config_overrides(conf: dict) -> dict:
     for key in CONFIG_OVERRIDES:
         if key in conf:
             value = conf[key]
-            overrides[key] = value if key in ("models_dir", "device") else json.loads(value)
+            overrides[key] = value if key in ("models_dir", "device", "model") else json.loads(value)
     if "device" in overrides:
         overrides["device"] = f"$torch.device('{overrides['device']}')"
     return overrides

@@ -41,10 +41,10 @@ def test_each_file_is_read_or_refused_clearly(bad_folder, name, expected):
         assert str(path) in message and expected in message
 
 
-def test_inference_over_the_bad_folder_reports_each_file_and_finishes(tiny_trained, bad_folder, tmp_path):
-    from conftest import TINY_ARCH
+def test_inference_over_the_bad_folder_reports_each_file_and_finishes(tiny_trained_paper, bad_folder, tmp_path):
+    from conftest import TINY_PAPER_ARCH as TINY_ARCH  # a plain folder has no NT boxes: the single-view model
 
-    root, _ = tiny_trained
+    root, _ = tiny_trained_paper
     out = tmp_path / "out"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(ROOT / "configs" / "inference.json")]
     command += ["--dataset_dir", str(bad_folder), "--output_dir", str(out), "--models_dir", str(root / "models")]

@@ -6,11 +6,17 @@ import logging
 
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
+from lib.trainers import roi_from_mask
+
 logger = logging.getLogger(__name__)
 
 
 class OODScoring(ScoringMethod):
     """Score every datastore image with the bundle and store ``ood_score`` (Mahalanobis) in its info.
+
+    The dual-view model needs each image's NT box: it is taken from the image's ``final`` label (the
+    NT mask) or from an ``roi`` in its info; an image with neither is listed under ``failed`` with
+    the fix.
 
     Args:
         model: a :class:`lib.model.SharedReconstructor`.
@@ -26,7 +32,7 @@ class OODScoring(ScoringMethod):
         scored, failed = {}, {}
         for image_id in datastore.list_images():
             try:
-                scores = reconstructor.run(datastore.get_image_uri(image_id))["scores"]
+                scores = reconstructor.run(datastore.get_image_uri(image_id), image_roi(datastore, image_id))["scores"]
             except ValueError as error:
                 failed[image_id] = str(error)
                 continue
@@ -39,3 +45,14 @@ class OODScoring(ScoringMethod):
             scored[image_id] = info["ood_score"]
         logger.info("OOD scoring: %d images scored, %d failed", len(scored), len(failed))
         return {"scored": scored, "failed": failed}
+
+
+def image_roi(datastore, image_id: str) -> list[float] | None:
+    """An image's NT box: from its ``final`` NT-mask label, else ``roi`` in its info, else None."""
+    label = datastore.get_label_by_image_id(image_id, "final")
+    if label:
+        roi = roi_from_mask(datastore.get_label_uri(label, "final"))
+        if roi is not None:
+            return roi
+    roi = (datastore.get_image_info(image_id) or {}).get("roi")
+    return [float(v) for v in roi] if roi else None
