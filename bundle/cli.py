@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from bundle.datalist import load_validated_datalist
-    from bundle.synthetic.dataset import parse_size, write_synthetic_dataset
+    from bundle.data.datalist import load_validated_datalist
+    from bundle.data.synthetic.dataset import parse_size, write_synthetic_dataset
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     path = write_synthetic_dataset(
@@ -32,7 +32,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from bundle.datalist import DatalistError, load_validated_datalist
+    from bundle.data.datalist import DatalistError, load_validated_datalist
 
     try:
         entries = load_validated_datalist(
@@ -48,7 +48,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert_shenzhen(args: argparse.Namespace) -> int:
-    from bundle.shenzhen import convert_shenzhen
+    from bundle.data.shenzhen import convert_shenzhen
 
     report = convert_shenzhen(args.root, args.output, annotations=args.annotations, ambiguous=args.ambiguous)
     print(report.summary())
@@ -59,7 +59,7 @@ def _cmd_convert_shenzhen(args: argparse.Namespace) -> int:
 
 
 def _cmd_montage(args: argparse.Namespace) -> int:
-    from bundle.montage import write_montage
+    from bundle.data.montage import write_montage
 
     path = write_montage(args.datalist, args.output, per_site=args.per_site)
     print(f"montage: written to {path}")
@@ -67,7 +67,7 @@ def _cmd_montage(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from bundle.benchmark import run_benchmarks
+    from bundle.benchmarks.runner import run_benchmarks
 
     table = run_benchmarks(args.output, suites=args.suites, quick=args.quick)
     print(table.read_text())
@@ -92,7 +92,7 @@ def _parse_settings(items: list[str] | None) -> dict:
 
 
 def _cmd_protocol(args: argparse.Namespace) -> int:
-    from bundle.protocol import VARIANTS, ProtocolSettings, run_protocol
+    from bundle.protocol.runner import VARIANTS, ProtocolSettings, run_protocol
 
     overrides = _parse_settings(args.set)
     settings = ProtocolSettings(
@@ -112,10 +112,10 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from bundle.export import export_encoder
+    from bundle.deploy.export import export_encoder
 
     overrides = _parse_settings(args.set)
-    from bundle.export import DEFAULT_CONFIG, DEFAULT_META
+    from bundle.deploy.export import DEFAULT_CONFIG, DEFAULT_META
 
     config_file = args.config_file or DEFAULT_CONFIG
     results = export_encoder(
@@ -128,7 +128,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bundle.embed import score_images, write_rows_csv
+    from bundle.deploy.embed import score_images, write_rows_csv
 
     rows = score_images(
         args.datalist, args.encoder, args.scorer, args.batch_size, args.latents, progress=not args.quiet
@@ -144,10 +144,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from bundle.package import package_bundle
+    from bundle.deploy.package import package_bundle
 
-    path = package_bundle(args.output_dir, args.models_dir)
-    print(f"package: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    url = {"weights_url": args.weights_url} if args.weights_url else {}
+    path = package_bundle(args.output_dir, args.models_dir, package_format=args.format, **url)
+    size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(f"package: {path} ({size / 1e6:.1f} MB)")
     return 0
 
 
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", type=int, nargs="+", default=[0, 1, 2], help="held-out sites, one rotation each")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument(
-        "--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.VARIANTS"
+        "--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.runner.VARIANTS"
     )
     p.add_argument("--ablation-sites", type=int, nargs="*", default=[2], help="rotations that also run the ablations")
     p.add_argument("--phase1-epochs", type=int, default=60, help="phase-1 epochs per run")
@@ -238,9 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("package", help="reproducible zoo-layout zip fetal_nt_roi_cae_v<version>.zip")
-    p.add_argument("--output-dir", default="dist", help="folder for the zip (default dist)")
+    p = sub.add_parser("package", help="the zoo package: a reproducible zip, or a Hugging Face Hub folder")
+    p.add_argument("--output-dir", default="dist", help="folder for the package (default dist)")
     p.add_argument("--models-dir", default=None, help="trained files to ship as models/ (default models)")
+    p.add_argument(
+        "--format",
+        choices=("zip", "hf"),
+        default="zip",
+        help="zip: fetal_nt_roi_cae_v<version>.zip; hf: folder fetal_nt_roi_cae_hf/ for the Hugging Face Hub",
+    )
+    p.add_argument(
+        "--weights-url",
+        default=None,
+        help="base URL of the hosted files, written into large_files.yml (default: the zoo's Hub repository)",
+    )
     p.set_defaults(func=_cmd_package)
 
     p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
@@ -253,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; errors with a message for the user exit 2 without a traceback."""
-    from bundle.checkpoints import CheckpointError, UnsafeCheckpointError
-    from bundle.datalist import DatalistError
-    from bundle.readers import ImageReadError
-    from bundle.shenzhen import ConversionError
+    from bundle.data.datalist import DatalistError
+    from bundle.data.readers import ImageReadError
+    from bundle.data.shenzhen import ConversionError
+    from bundle.utils.checkpoints import CheckpointError, UnsafeCheckpointError
 
     args = build_parser().parse_args(argv)
     user_errors = (DatalistError, ImageReadError, ConversionError, CheckpointError, UnsafeCheckpointError)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bundle.model.calibration import calibrate_loss_weights
+from bundle.model.losses import ROICompositeLoss
+from bundle.model.network import ROIAwareCAE
+from bundle.training.handlers import GradientCalibrationHandler
 from ignite.engine import Engine
-
-from bundle.calibration import calibrate_loss_weights
-from bundle.handlers import GradientCalibrationHandler
-from bundle.losses import ROICompositeLoss
-from bundle.network import ROIAwareCAE
 
 
 def test_weights_equalise_known_gradient_ratios():
@@ -26,7 +25,7 @@ def test_weights_equalise_known_gradient_ratios():
     mean_c = sum(scales.values()) / 3
     assert weights == pytest.approx({name: mean_c / c for name, c in scales.items()})
     # After weighting, every term has the same gradient norm.
-    assert {name: weights[name] * norms[name] for name in norms} == pytest.approx({n: 17.5 / 3 for n in norms})
+    assert {name: weights[name] * norms[name] for name in norms} == pytest.approx(dict.fromkeys(norms, 17.5 / 3))
 
 
 def test_no_batches_or_no_parameters_is_an_error():

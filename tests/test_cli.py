@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from bundle.cli import build_parser, main
 
 COMMANDS = ["synth", "validate", "convert-shenzhen", "montage", "benchmark"]

@@ -6,10 +6,9 @@ import json
 import shutil
 
 import pytest
-from monai.data import load_decathlon_datalist
-
 from bundle.cli import main
-from bundle.datalist import DatalistError, load_validated_datalist
+from bundle.data.datalist import DatalistError, load_validated_datalist
+from monai.data import load_decathlon_datalist
 
 
 def _write(path, datalist):

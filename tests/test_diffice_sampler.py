@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
+import bundle.diffice.counterfactual as cf
 import pytest
 import torch
-from torch import nn
-
-import bundle.diffice.counterfactual as cf
 from bundle.diffice.counterfactual import GuidanceSettings, diff_ice, guided_pass, search_lambda
 from bundle.diffice.schedule import NoiseSchedule
+from torch import nn
 
 MU, STD = 0.2, 0.3  # the toy data: every pixel ~ N(MU, STD^2)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from bundle.engines import ROIBatch
-from bundle.losses import MSSSIMLoss, ROICompositeLoss, ROIL1Loss
-from bundle.metrics import split_views
-from bundle.network import DualViewCAE, DualViewEncoder, ROIAwareCAE, build_autoencoder, build_encoder
-from bundle.views import ViewLayout
+from bundle.model.batches import ROIBatch
+from bundle.model.losses import MSSSIMLoss, ROICompositeLoss, ROIL1Loss
+from bundle.model.metrics import split_views
+from bundle.model.network import DualViewCAE, DualViewEncoder, ROIAwareCAE, build_autoencoder, build_encoder
+from bundle.model.views import ViewLayout
 
 WIDTHS, ROI_WIDTHS = (8, 16, 16, 32, 32), (8, 16, 16, 32)
 
@@ -95,7 +94,7 @@ def test_roi_terms_act_on_the_zoom_view_and_the_global_term_on_both():
 
 
 def test_dual_view_torchscript_and_onnx_encoders_match_eager(tmp_path):
-    from bundle.export import encoder_inputs, export_onnx, max_latent_difference
+    from bundle.deploy.export import encoder_inputs, export_onnx, max_latent_difference
 
     encoder = build_encoder("dual_view", WIDTHS, ROI_WIDTHS).eval()
     scripted = torch.jit.script(encoder)

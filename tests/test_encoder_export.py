@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle.cli import main
+from bundle.latent.scoring import load_scorer
 from conftest import TINY_ARCH as ARCH
 from monai.bundle import ConfigWorkflow
-
-from bundle.cli import main
-from bundle.scoring import load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "train.json")
@@ -51,11 +50,10 @@ def test_training_saves_latents_and_a_scorer_beside_the_encoder(trained):
 
 
 def test_export_round_trip_torchscript_and_onnx(trained, exported):
+    from bundle.deploy.export import max_latent_difference
+    from bundle.model.network import DualViewEncoder
+    from bundle.utils.checkpoints import load_model_weights
     from monai.data import load_net_with_metadata
-
-    from bundle.checkpoints import load_model_weights
-    from bundle.export import max_latent_difference
-    from bundle.network import DualViewEncoder
 
     encoder = DualViewEncoder(widths=ARCH["network_widths"], roi_widths=ARCH["roi_network_widths"])
     encoder = load_model_weights(encoder, exported / "encoder.pt")
@@ -92,9 +90,9 @@ def _python_blocks(path: Path) -> str:
 
 @pytest.mark.parametrize("site", [0, 2])  # grey (Hosp-1) and colour (Hosp-3) exports
 def test_docs_snippet_embeds_with_only_torch_and_onnxruntime(trained, exported, tmp_path, site):
-    from bundle.readers import read_image
-    from bundle.roi_zoom import ROIZoom
-    from bundle.transforms import LetterboxGeometry, letterbox_image
+    from bundle.data.readers import read_image
+    from bundle.data.roi_zoom import ROIZoom
+    from bundle.data.transforms import LetterboxGeometry, letterbox_image
 
     root, _ = trained
     image = sorted((root / "data/images" / f"site{site}").glob("*.png"))[0]

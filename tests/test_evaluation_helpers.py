@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bundle.data.synthetic.generator import generate_case
+from bundle.data.transforms import LetterboxGeometry, letterbox_image, unletterbox_image
+from bundle.evaluation.nt_measure import measure_nt_in_roi
+from bundle.evaluation.statistics import bootstrap_ci, paired_comparison, seed_spread
+from bundle.model.metrics import psnr, ssim
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-from bundle.metrics import psnr, ssim
-from bundle.nt_measure import measure_nt_in_roi
-from bundle.statistics import bootstrap_ci, paired_comparison, seed_spread
-from bundle.synthetic.generator import generate_case
-from bundle.transforms import LetterboxGeometry, letterbox_image, unletterbox_image
 
 
 def test_psnr_and_ssim_match_scikit_image():

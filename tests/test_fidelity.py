@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bundle.data.roi_zoom import ROIZoomGeometry, zoom_image
+from bundle.data.transforms import LetterboxGeometry, letterbox_image
+from bundle.evaluation.fidelity import canvas_to_zoom, fidelity_summary, native_reconstruction, nt_fidelity_row
 from scipy import ndimage
-
-from bundle.fidelity import canvas_to_zoom, fidelity_summary, native_reconstruction, nt_fidelity_row
-from bundle.roi_zoom import ROIZoomGeometry, zoom_image
-from bundle.transforms import LetterboxGeometry, letterbox_image
 
 SPACING = [0.1, 0.1]
 BOX = [40.0, 70.0, 160.0, 130.0]

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle.data.readers import ImageReadError, read_image
+from bundle.deploy.inference import Reconstructor, inference_items
 from conftest import TINY_ARCH
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
-
-from bundle.inference import Reconstructor, inference_items
-from bundle.readers import ImageReadError, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 INFERENCE = str(ROOT / "configs" / "inference.json")
@@ -28,19 +27,27 @@ def overrides(root: Path, arch: dict = TINY_ARCH) -> list[str]:
     return args
 
 
-def test_inference_config_repeats_the_training_architecture():
-    train, infer = ConfigParser(), ConfigParser()
+def test_inference_config_reads_the_architecture_saved_beside_the_weights(tiny_trained, tmp_path):
+    train = ConfigParser()
     train.read_config(str(ROOT / "configs/train.json"))
-    infer.read_config(INFERENCE)
-    for key in ("model", "canvas_size", "roi_canvas_size", "roi_margin", "network_widths", "roi_network_widths"):
-        assert infer[key] == train[key], key
-    for key in ("latent_dim", "norm"):
-        assert infer[key] == train[key], key
+    keys = ("model", "canvas_size", "roi_canvas_size", "roi_margin", "network_widths", "roi_network_widths")
+    untrained = ConfigParser()
+    untrained.read_config(INFERENCE)
+    untrained.update({"models_dir": str(tmp_path)})  # no best.json: the training defaults
+    for key in (*keys, "latent_dim", "norm"):
+        assert untrained.get_parsed_content(key) == train[key], key
+    root, _ = tiny_trained
+    trained = ConfigParser()
+    trained.read_config(INFERENCE)
+    trained.update({"models_dir": str(root / "models")})  # best.json of the tiny run: its settings
+    for key, value in TINY_ARCH.items():
+        assert trained.get_parsed_content(key) == value, key
+    assert trained.get_parsed_content("model") == "dual_view"
 
 
 def test_inference_config_passes_check_properties(tiny_trained):
     root, _ = tiny_trained
-    settings = {"dataset_dir": str(root / "data/datalist.json"), "models_dir": str(root / "models"), **TINY_ARCH}
+    settings = {"dataset_dir": str(root / "data/datalist.json"), "models_dir": str(root / "models")}
     workflow = ConfigWorkflow(config_file=INFERENCE, workflow_type="infer", run_id="run", **settings)
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
@@ -56,7 +63,7 @@ def test_documented_command_on_a_folder_with_mixed_formats_and_a_corrupt_file(ti
     for png in pngs:
         (folder / png.name).write_bytes(png.read_bytes())
     # the same synthetic case as DICOM and NIfTI, written by the generator into another folder
-    from bundle.synthetic.dataset import write_synthetic_dataset
+    from bundle.data.synthetic.dataset import write_synthetic_dataset
 
     write_synthetic_dataset(
         tmp_path / "formats", per_site=1, sites=1, size=(64, 64), formats=("dcm", "nii"), progress=False
@@ -127,7 +134,7 @@ def test_dual_view_model_reports_images_without_a_box_by_name(tiny_trained, tmp_
 
 def test_reconstructor_api(tiny_trained, tmp_path):
     root, _ = tiny_trained
-    model = Reconstructor(overrides={"models_dir": str(root / "models"), **TINY_ARCH})
+    model = Reconstructor(overrides={"models_dir": str(root / "models")})  # architecture from best.json
     image = sorted((root / "data/images/site0").glob("*.png"))[0]
     result = model.run(image, roi=[10, 10, 30, 20])
     assert result["reconstruction"].shape == np.asarray(Image.open(image)).shape[:2]
@@ -140,8 +147,7 @@ def test_reconstructor_api(tiny_trained, tmp_path):
 
 def test_batched_metrics_equal_one_image_at_a_time():
     import torch
-
-    from bundle.inference import batch_metrics
+    from bundle.deploy.inference import batch_metrics
 
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(4, 1, 64, 64, generator=generator)

@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from bundle.data.transforms import Letterbox, LetterboxGeometry, LetterboxROId, ROIMaskd, letterbox_image, roi_mask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
-
-from bundle.transforms import Letterbox, LetterboxGeometry, LetterboxROId, ROIMaskd, letterbox_image, roi_mask
 
 sizes = st.integers(min_value=1, max_value=2000)
 canvases = st.sampled_from([64, 128, 256])
@@ -122,7 +121,7 @@ def test_label_maps_use_nearest_resampling():
 
 
 def test_random_gain_gamma_keeps_zero_padding_and_range():
-    from bundle.transforms import RandGainGammad
+    from bundle.data.transforms import RandGainGammad
 
     image = torch.zeros(1, 32, 32)
     image[:, 8:24, 8:24] = torch.rand(1, 16, 16)
@@ -134,7 +133,7 @@ def test_random_gain_gamma_keeps_zero_padding_and_range():
 
 
 def test_roi_jitter_moves_the_box_and_rebuilds_its_mask():
-    from bundle.transforms import RandROIJitterd
+    from bundle.data.transforms import RandROIJitterd
 
     transform = RandROIJitterd(max_shift_px=4, scale_range=(0.8, 1.2), prob=1.0)
     transform.set_random_state(0)

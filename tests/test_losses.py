@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
+from bundle.model.losses import MSSSIMLoss, ROICompositeLoss, ROIEdgeLoss, ROIL1Loss
+from bundle.model.metrics import ms_ssim, ms_ssim_scales, psnr, roi_edge_error, roi_mae, sobel_magnitude, ssim
 from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
-
-from bundle.losses import MSSSIMLoss, ROICompositeLoss, ROIEdgeLoss, ROIL1Loss
-from bundle.metrics import ms_ssim, ms_ssim_scales, psnr, roi_edge_error, roi_mae, sobel_magnitude, ssim
 
 
 def _target(image, mask):

@@ -58,9 +58,7 @@ def test_monai_verify_net_in_out_passes_on_the_training_config():
     from monai.bundle import verify_net_in_out
 
     verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(ROOT / "metadata.json"),
-        config_file=str(ROOT / "configs" / "train.json"),
+        net_id="network_def", meta_file=str(ROOT / "metadata.json"), config_file=str(ROOT / "configs" / "train.json")
     )
 
 
@@ -94,23 +92,44 @@ def test_monai_verify_net_in_out_passes_on_the_encoder():
 
 
 def test_ckpt_export_of_the_full_network_reloads_with_metadata(tiny_trained, tmp_path):
-    from conftest import TINY_ARCH
     from monai.bundle import ckpt_export
     from monai.data import load_net_with_metadata
 
     root, _ = tiny_trained
+    # As the zoo calls it: no --key_in_ckpt (models/model.pt is a plain state_dict); the architecture
+    # of the tiny run comes from models/best.json through configs/inference.json.
     ckpt_export(
         net_id="network_def",
         filepath=str(tmp_path / "model.ts"),
         ckpt_file=str(root / "models/model.pt"),
         meta_file=str(ROOT / "metadata.json"),
-        config_file=str(ROOT / "configs/train.json"),
-        key_in_ckpt="model",
-        **TINY_ARCH,
+        config_file=str(ROOT / "configs/inference.json"),
+        models_dir=str(root / "models"),
     )
     net, meta, _ = load_net_with_metadata(str(tmp_path / "model.ts"))
     assert meta["version"] == _metadata()["version"]
     assert net(torch.rand(2, 1, 64, 96)).shape == (2, 1, 64, 96)  # the view mosaic: canvas | zoom view
+
+
+def test_checkpoints_of_0_7_0_with_a_model_key_still_load_and_export(tiny_trained, tmp_path):
+    from bundle.deploy.export import export_torchscript
+    from bundle.model.network import build_encoder
+    from bundle.utils.checkpoints import load_model_weights, state_dict_key
+    from conftest import TINY_ARCH
+
+    root, _ = tiny_trained
+    plain = torch.load(root / "models/encoder.pt", weights_only=True)
+    assert state_dict_key(root / "models/encoder.pt") == ""
+    legacy = tmp_path / "encoder.pt"
+    torch.save({"model": plain}, legacy)
+    assert state_dict_key(legacy) == "model"
+    encoder = build_encoder(
+        "dual_view", TINY_ARCH["network_widths"], TINY_ARCH["roi_network_widths"], latent_dim=128, norm="batch"
+    )
+    loaded = load_model_weights(encoder, legacy).state_dict()
+    assert all(torch.equal(loaded[k], plain[k]) for k in plain)
+    exported = export_torchscript(tmp_path / "encoder.ts", legacy, **TINY_ARCH)
+    assert exported.is_file()
 
 
 def test_evaluate_config_passes_check_properties(tiny_trained):

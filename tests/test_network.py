@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from bundle.network import ROIAwareCAE
+from bundle.model.network import ROIAwareCAE
 
 
 @pytest.mark.parametrize(
@@ -42,6 +41,6 @@ def test_monai_verify_net_in_out_accepts_the_network():
     from monai.bundle import ConfigParser
 
     net = ConfigParser(
-        {"net": {"_target_": "bundle.network.ROIAwareCAE", "canvas_size": 64, "widths": [8, 16, 16, 32, 32]}}
+        {"net": {"_target_": "bundle.model.network.ROIAwareCAE", "canvas_size": 64, "widths": [8, 16, 16, 32, 32]}}
     ).get_parsed_content("net")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)

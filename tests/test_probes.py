@@ -7,11 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from bundle.latent.ood import auroc, fit_gaussian, knn_distance, l2_normalize, mahalanobis
+from bundle.latent.probes import (
+    ProbeSettings,
+    entropy,
+    provenance_probabilities,
+    quality_metrics,
+    train_provenance_probe,
+)
+from bundle.latent.scoring import fit_quality_probe, fit_scorer, load_scorer, save_scorer
 from sklearn.metrics import roc_auc_score
-
-from bundle.ood import auroc, fit_gaussian, knn_distance, l2_normalize, mahalanobis
-from bundle.probes import ProbeSettings, entropy, provenance_probabilities, quality_metrics, train_provenance_probe
-from bundle.scoring import fit_quality_probe, fit_scorer, load_scorer, save_scorer
 
 
 def test_mahalanobis_matches_a_hand_computation():

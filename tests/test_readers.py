@@ -8,12 +8,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from bundle.data.readers import ImageReadError, read_image
+from bundle.data.transforms import LoadUltrasoundImage, LoadUltrasoundImaged
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut
-
-from bundle.readers import ImageReadError, read_image
-from bundle.transforms import LoadUltrasoundImage, LoadUltrasoundImaged
 
 
 def _entries(datalist_path):

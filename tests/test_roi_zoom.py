@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bundle.data.roi_zoom import ROIZoom, ROIZoomd, ROIZoomGeometry, unzoom_image, zoom_image
+from bundle.data.transforms import roi_mask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
-
-from bundle.roi_zoom import ROIZoom, ROIZoomd, ROIZoomGeometry, unzoom_image, zoom_image
-from bundle.transforms import roi_mask
 
 
 @st.composite

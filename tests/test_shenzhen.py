@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from bundle.cli import main
-from bundle.datalist import load_validated_datalist
-from bundle.shenzhen import ConversionError, convert_shenzhen
+from bundle.data.datalist import load_validated_datalist
+from bundle.data.shenzhen import ConversionError, convert_shenzhen
+from PIL import Image
 
 COLUMNS = ["fname", "structure", "h_min", "w_min", "h_max", "w_max"]
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle.data.datasets import cached_dataset, to_memory_format
+from bundle.model.batches import ROIBatch
+from bundle.model.losses import MSSSIMLoss, ROICompositeLoss
 from monai.transforms import Compose, MapTransform, RandGaussianNoised
 from test_training_workflow import run_workflow
-
-from bundle.datasets import cached_dataset, to_memory_format
-from bundle.engines import ROIBatch
-from bundle.losses import MSSSIMLoss, ROICompositeLoss
 
 
 class CountingScale(MapTransform):
@@ -79,7 +78,7 @@ def test_losses_run_in_float32_under_autocast():
 
 
 def test_channels_last_batch_and_network_give_the_same_output():
-    from bundle.network import ROIAwareCAE
+    from bundle.model.network import ROIAwareCAE
 
     network = ROIAwareCAE(canvas_size=64, widths=[8, 16, 16, 32, 32]).eval()
     batch = {"image": torch.rand(2, 1, 64, 64), "roi_mask": torch.zeros(2, 1, 64, 64)}

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from bundle.splits import split_by_site
+from bundle.data.splits import split_by_site
 
 
 def _entries():
@@ -50,7 +49,7 @@ def test_unknown_held_out_site_is_an_error():
 
 
 def test_negative_held_out_site_means_no_held_out_split():
-    from bundle.splits import split_by_site
+    from bundle.data.splits import split_by_site
 
     entries = [{"site": s, "case_id": f"c{s}_{i}", "image": f"{s}_{i}.png"} for s in (0, 1) for i in range(10)]
     split = split_by_site(entries, -1, 0.2, 0)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bundle.data.synthetic.acoustics import psf_sigmas_mm, speckle_envelope
+from bundle.data.synthetic.anatomy import LABELS
+from bundle.data.synthetic.generator import generate_case
+from bundle.data.synthetic.sites import site_style
+from bundle.evaluation.nt_measure import measure_nt_profile
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
-
-from bundle.nt_measure import measure_nt_profile
-from bundle.synthetic.acoustics import psf_sigmas_mm, speckle_envelope
-from bundle.synthetic.anatomy import LABELS
-from bundle.synthetic.generator import generate_case
-from bundle.synthetic.sites import site_style
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

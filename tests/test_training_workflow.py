@@ -41,33 +41,42 @@ def run_workflow(tmp_path: Path, run_id: str = "training", **extra) -> ConfigWor
     return workflow
 
 
-def test_tiny_training_passes_check_properties_and_writes_models_and_report(tmp_path):
+def test_training_config_passes_check_properties(tmp_path):
     workflow = ConfigWorkflow(config_file=CONFIG, workflow_type="train", run_id="training", **tiny(tmp_path))
     workflow.initialize()
     assert workflow.check_properties() in (None, [])  # every required zoo property is present
-    workflow.run()
-    workflow.finalize()
-    models = tmp_path / "models"
+
+
+def test_tiny_training_writes_models_and_report(tiny_trained):
+    root, _ = tiny_trained  # the shared session run: conftest._train_tiny runs the default ``run`` id
+    models = root / "models"
     for path in ("model.pt", "encoder.pt", "phase1/model.pt", "phase1/encoder.pt"):
         assert (models / path).exists(), path
-    encoder = torch.load(models / "encoder.pt", weights_only=True)["model"]
+    encoder = torch.load(models / "encoder.pt", weights_only=True)  # a plain state_dict
     assert encoder and all(not key.startswith("decoder") for key in encoder)
-    report = json.loads((tmp_path / "runs/quick/report/metrics.json").read_text())
+    architecture = json.loads((models / "best.json").read_text())["architecture"]
+    assert architecture["model"] == "dual_view" and architecture["canvas_size"] == 64
+    report = json.loads((root / "runs/quick/report/metrics.json").read_text())
     for phase in ("phase1", "phase2"):
         for split in ("val", "held_out"):
             assert {"psnr", "ssim", "ms_ssim", "roi_mae", "roi_psnr", "roi_edge_mae"} <= set(
                 report["phases"][phase][split]
             )
     assert set(report["loss_weights"]) == {"global", "l1", "edge"}
-    assert (tmp_path / "runs/quick/report/metrics.md").exists() and (tmp_path / "runs/quick/train.log").exists()
-    assert any((tmp_path / "runs/quick/tensorboard").iterdir())
+    assert (
+        report["held_out_site"] == 2 and "held-out site (site 2)" in (root / "runs/quick/report/metrics.md").read_text()
+    )
+    assert (root / "runs/quick/train.log").exists()
+    assert any((root / "runs/quick/tensorboard").iterdir())
 
 
-def test_same_seed_gives_the_same_metrics(tmp_path):
-    run_workflow(tmp_path / "a")
-    run_workflow(tmp_path / "b")
-    first = json.loads((tmp_path / "a/runs/quick/report/metrics.json").read_text())["phases"]
-    second = json.loads((tmp_path / "b/runs/quick/report/metrics.json").read_text())["phases"]
+def test_same_seed_gives_the_same_metrics(tiny_trained, tmp_path):
+    from conftest import _train_tiny
+
+    first_root, _ = tiny_trained
+    second_root, _ = _train_tiny(tmp_path)  # the same settings in another folder
+    first = json.loads((first_root / "runs/quick/report/metrics.json").read_text())["phases"]
+    second = json.loads((second_root / "runs/quick/report/metrics.json").read_text())["phases"]
     assert first == second
 
 
@@ -79,8 +88,9 @@ def test_run_ids_train_one_phase_each(tmp_path):
 
 
 def test_phase2_without_phase1_says_what_is_missing(tmp_path):
-    with pytest.raises(Exception, match="best phase-1 model"):
+    with pytest.raises(Exception) as caught:
         run_workflow(tmp_path, run_id="train_phase2")
+    assert any("best phase-1 model (run train_phase1 first) not found" in m for m in error_messages(caught.value))
 
 
 def test_two_process_cpu_ddp_training(tmp_path):

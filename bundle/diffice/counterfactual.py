@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-
 from bundle.diffice.schedule import RespacedSchedule
 
 __all__ = ["GuidanceSettings", "guided_pass", "diff_ice", "search_lambda", "SearchResult"]

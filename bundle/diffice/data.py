@@ -12,13 +12,12 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+from bundle.data.readers import ImageReadError, image_format
+from bundle.data.synthetic.anatomy import LABELS
+from bundle.data.transforms import LoadUltrasoundImaged
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, MapTransform, Resized, ResizeWithPadOrCropd, SelectItemsd
-
-from bundle.readers import ImageReadError, image_format
-from bundle.synthetic.anatomy import LABELS
-from bundle.transforms import LoadUltrasoundImaged
 
 __all__ = ["STRUCTURE_CLASSES", "diffice_items", "LoadLabelMapd", "StructureClassesd", "diffice_preprocessing"]
 

@@ -12,10 +12,9 @@ import os
 from collections.abc import Sequence
 
 import torch
+from bundle.utils.checkpoints import read_checkpoint
 from monai.networks.nets import UNet, resnet10, resnet50
 from torch import nn
-
-from bundle.checkpoints import read_checkpoint
 
 __all__ = [
     "SonoNet16",

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
-from bundle.atomic import atomic_path, atomic_write_json, atomic_write_text
 from bundle.diffice import metrics as M
 from bundle.diffice.counterfactual import GuidanceSettings, diff_ice, search_lambda, to_unit
 from bundle.diffice.data import SP
 from bundle.diffice.schedule import NoiseSchedule
-from bundle.engines import plain_tensor
+from bundle.model.batches import plain_tensor
+from bundle.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +347,7 @@ def write_diffice_report(
         "inputs_row": baseline,
         "inputs": len(nsp),
         "reference": len(reference),
-        "settings": {k: v for k, v in settings.items()},
+        "settings": dict(settings),
         "methods": results["methods"],
     }
     _figure(nsp, results, guide, output / "counterfactuals.png", device)

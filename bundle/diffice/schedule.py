@@ -56,13 +56,13 @@ class RespacedSchedule:
     """
 
     def __init__(self, schedule: NoiseSchedule, num_inference_steps: int) -> None:
-        T = schedule.num_steps
-        if not 2 <= num_inference_steps <= T:
-            raise ValueError(f"num_inference_steps must be in [2, {T}], got {num_inference_steps}")
+        num_steps = schedule.num_steps
+        if not 2 <= num_inference_steps <= num_steps:
+            raise ValueError(f"num_inference_steps must be in [2, {num_steps}], got {num_inference_steps}")
         self.schedule = schedule
         n = num_inference_steps
-        steps = torch.round(torch.arange(n, dtype=torch.float64) * (T - 1) / (n - 1)).long()
-        self.timesteps = steps  # S_0 = 0 < ... < S_{N-1} = T - 1
+        steps = torch.round(torch.arange(n, dtype=torch.float64) * (num_steps - 1) / (n - 1)).long()
+        self.timesteps = steps  # S_0 = 0 < ... < S_{N-1} = num_steps - 1
         self.alphas_cumprod = schedule.alphas_cumprod[steps]
         previous = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         self.previous_alphas_cumprod = previous

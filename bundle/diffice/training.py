@@ -12,11 +12,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bundle.diffice.data import NSP, SP
+from bundle.model.batches import plain_tensor
 from monai.engines.utils import DiffusionPrepareBatch
 from torch import nn
-
-from bundle.diffice.data import NSP, SP
-from bundle.engines import plain_tensor
 
 __all__ = [
     "split_items",
@@ -158,7 +157,7 @@ def seeded(seed: int, factory: Callable[..., nn.Module], *args, **kwargs) -> nn.
 
 
 def load_weights(network: nn.Module, path: str | os.PathLike, what: str) -> nn.Module:
-    """Load ``{"model": state_dict}`` from ``path`` (``weights_only=True``) into ``network``.
+    """Load the ``state_dict`` in ``path`` (``weights_only=True``) into ``network``.
 
     Args:
         network: the module to fill.
@@ -171,62 +170,19 @@ def load_weights(network: nn.Module, path: str | os.PathLike, what: str) -> nn.M
     Raises:
         FileNotFoundError: naming the step that writes ``path``.
     """
-    from bundle.checkpoints import load_model_weights
-    from bundle.workflow import require_file
+    from bundle.training.workflow import require_file
+    from bundle.utils.checkpoints import load_model_weights
 
     return load_model_weights(network, require_file(path, f"{what} (run its training step first, see docs/diffice.md)"))
 
 
-def step_handlers(
-    name: str,
-    network: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    output_dir: str | os.PathLike,
-    model_path: str | os.PathLike,
-    show_progress: bool = False,
-    log_interval: int = 20,
-) -> list:
-    """Handlers of one Diff-ICE training step: resume checkpoints, loss log, progress bar, model, marker.
-
-    Args:
-        name: step name (``segmentation``, ``guide``, ``oracle``, ``features``, ``ddpm``).
-        network: the trained network.
-        optimizer: its optimizer.
-        output_dir: run folder (checkpoints under ``checkpoints/<name>``, marker ``steps/<name>.json``).
-        model_path: where the final ``{"model": state_dict}`` goes.
-        show_progress: add a progress bar.
-        log_interval: log the training loss every N iterations.
-
-    Returns:
-        the handlers, for ``SupervisedTrainer(train_handlers=...)``.
-    """
-    from monai.handlers import StatsHandler
-
-    from bundle.handlers import ModelSaver, PhaseCompleteHandler, ProgressBarHandler, ResumeCheckpointHandler
-
-    root = os.fspath(output_dir)
-    handlers = [
-        ResumeCheckpointHandler(os.path.join(root, "checkpoints", name), {"model": network, "optimizer": optimizer}),
-        StatsHandler(tag_name=f"{name}_loss", iteration_log=_every(log_interval), output_transform=_loss_value),
-        ModelSaver({model_path: network}),
-        PhaseCompleteHandler(step_marker(output_dir, name)),
-    ]
-    if show_progress:
-        handlers.append(ProgressBarHandler(desc=name))
-    return handlers
-
-
-def _every(interval: int) -> Callable[[object, int], bool]:
-    """Ignite event filter: every ``interval``-th iteration."""
+def every(interval: int) -> Callable[[object, int], bool]:
+    """Ignite event filter (e.g. ``StatsHandler(iteration_log=...)``): every ``interval``-th iteration."""
 
     def keep(engine: object, event: int) -> bool:
         return event % max(int(interval), 1) == 0
 
     return keep
-
-
-def _loss_value(output: dict) -> float:
-    return output["loss"].item()
 
 
 def step_marker(output_dir: str | os.PathLike, name: str) -> str:
@@ -236,7 +192,7 @@ def step_marker(output_dir: str | os.PathLike, name: str) -> str:
 
 def run_step(name: str, trainer, output_dir: str | os.PathLike) -> None:
     """Run a training step unless its marker says it finished (a crashed step resumes from its checkpoint)."""
-    from bundle.workflow import run_phase
+    from bundle.training.workflow import run_phase
 
     run_phase(name, trainer, step_marker(output_dir, name))
 

@@ -1,7 +1,7 @@
 """MONAI Label app for fetal_nt_roi_cae: thin adapters over the bundle's own Python API.
 
 - infer ``reconstruction`` (type "others"): the reconstruction as PNG plus JSON with metrics, the
-  OOD scores and the 128-value latent (:class:`bundle.inference.Reconstructor`);
+  OOD scores and the 128-value latent (:class:`bundle.deploy.inference.Reconstructor`);
 - scoring ``ood``: stores each image's OOD score in the datastore;
 - strategy ``most_unfamiliar``: the unlabelled image with the highest OOD score (review the most
   unfamiliar images first);
@@ -19,16 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
+from bundle import __version__
+from bundle.utils.paths import REPO_ROOT
 from lib.infers import ReconstructionInfer
 from lib.model import SharedReconstructor
 from lib.scoring import OODScoring
 from lib.strategies import MostUnfamiliar
 from lib.trainers import BundleTrain
 from monailabel.interfaces.app import MONAILabelApp
-
-import bundle
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +64,14 @@ class FetalNTApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict) -> None:
         self.overrides = config_overrides(conf)
         self.model = SharedReconstructor(self.overrides)
-        self.bundle_root = str(Path(bundle.__file__).resolve().parents[1])
+        self.bundle_root = str(REPO_ROOT)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
             name="fetal_nt_roi_cae",
             description="ROI-aware autoencoder for first-trimester NT ultrasound: reconstruction, latent, OOD score",
-            version=bundle.__version__,
+            version=__version__,
         )
 
     def init_infers(self) -> dict:

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_files import CASES, write_cases
-
-from bundle.readers import ImageReadError, read_image
+from bundle.data.readers import ImageReadError, read_image
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pydicom
+from bundle.data.readers import read_image
+from bundle.data.synthetic.dataset import write_synthetic_dataset
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-
-from bundle.readers import read_image
-from bundle.synthetic.dataset import write_synthetic_dataset
 
 _OPENED: list[str] | None = None
 

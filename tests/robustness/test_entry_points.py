@@ -19,12 +19,11 @@ import numpy as np
 import pytest
 import torch
 from bad_files import CASES, GREY, _png, write_cases
+from bundle.cli import main
+from bundle.data.readers import read_image
 from conftest import TINY_ARCH, TINY_TRAINING, error_messages
 from monai.bundle import ConfigWorkflow
 from PIL import Image
-
-from bundle.cli import main
-from bundle.readers import read_image
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "configs" / "train.json")

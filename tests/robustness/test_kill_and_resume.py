@@ -35,8 +35,8 @@ def _settings(root: Path) -> dict:
         "dataset_dir": str(root / "data"),
         **TINY_TRAINING,
         "synthetic#per_site": 8,
-        "phase1_epochs": 4,
-        "phase2_epochs": 4,
+        "phase1_epochs": 3,
+        "phase2_epochs": 3,
     }
 
 
@@ -69,7 +69,7 @@ def _outcome(root: Path) -> dict:
     report = json.loads((root / "runs/quick/report/metrics.json").read_text())
     report.pop("checkpoints")  # the two runs' model paths
     models = {
-        name: torch.load(root / "models" / name, weights_only=True)["model"]
+        name: torch.load(root / "models" / name, weights_only=True)
         for name in ("model.pt", "encoder.pt", "phase1/model.pt")
     }
     scorer = dict(np.load(root / "models/scorer.npz", allow_pickle=False))
@@ -117,9 +117,8 @@ def test_run_killed_at_five_points_ends_bit_for_bit_like_an_uninterrupted_run(tm
 
 
 def _augmentation():
+    from bundle.data.transforms import RandGainGammad
     from monai.transforms import Compose, RandAffined
-
-    from bundle.transforms import RandGainGammad
 
     return Compose(
         [
@@ -130,7 +129,7 @@ def _augmentation():
 
 
 def test_captured_random_state_replays_the_augmentation_and_global_streams(tmp_path):
-    from bundle.rng import capture_random_state, reseed, restore_random_state, transform_generators
+    from bundle.utils.rng import capture_random_state, reseed, restore_random_state, transform_generators
 
     augmentation, image = _augmentation(), torch.rand(1, 32, 32)
     assert len(transform_generators([augmentation])) >= 3  # Compose, gain/gamma, affine (and its grid)
@@ -150,7 +149,7 @@ def test_captured_random_state_replays_the_augmentation_and_global_streams(tmp_p
 
 
 def test_restoring_into_another_augmentation_chain_says_what_to_do():
-    from bundle.rng import capture_random_state, restore_random_state
+    from bundle.utils.rng import capture_random_state, restore_random_state
 
     state = capture_random_state([_augmentation()])
     with pytest.raises(ValueError, match="resume with the config the run started with"):
@@ -158,9 +157,8 @@ def test_restoring_into_another_augmentation_chain_says_what_to_do():
 
 
 def test_a_run_killed_after_early_stopping_stops_again_at_once():
+    from bundle.training.handlers import EarlyStopOnValidation
     from ignite.engine import Engine
-
-    from bundle.handlers import EarlyStopOnValidation
 
     trainer, validator = Engine(lambda engine, batch: None), Engine(lambda engine, batch: None)
     stopper = EarlyStopOnValidation(validator, "score", patience=3)

@@ -7,9 +7,8 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from bundle.training.workflow import check_writable
 from monai.bundle import ConfigWorkflow
-
-from bundle.workflow import check_writable
 
 ROOT = Path(__file__).resolve().parents[2]
 Usage = namedtuple("Usage", "total used free")

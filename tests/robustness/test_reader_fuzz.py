@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from bundle.data.readers import ImageReadError, read_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from bundle.readers import ImageReadError, read_image
 
 
 @st.composite

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Engine
-
-from bundle.checkpoints import CheckpointError, checked_checkpoint, load_model_weights
 from bundle.diffice.networks import ResNet50Features
 from bundle.diffice.training import load_weights
-from bundle.handlers import ResumeCheckpointHandler
-from bundle.network import ROIAwareCAE
-from bundle.workflow import run_phase
+from bundle.model.network import ROIAwareCAE
+from bundle.training.handlers import ResumeCheckpointHandler
+from bundle.training.workflow import run_phase
+from bundle.utils.checkpoints import CheckpointError, checked_checkpoint, load_model_weights
+from ignite.engine import Engine
 
 
 class _Payload:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 
+from bundle.deploy.inference import to_uint8
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from PIL import Image
-
-from bundle.inference import to_uint8
 
 
 class ReconstructionInfer(InferTask):
@@ -33,7 +32,7 @@ class ReconstructionInfer(InferTask):
         return True
 
     def __call__(self, request: dict) -> tuple[str, dict]:
-        """Run the bundle's :meth:`~bundle.inference.Reconstructor.run` on ``request["image"]``."""
+        """Run the bundle's :meth:`~bundle.deploy.inference.Reconstructor.run` on ``request["image"]``."""
         roi = request.get("roi") or None
         if isinstance(roi, str):
             roi = [float(v) for v in roi.replace("[", "").replace("]", "").split(",")]

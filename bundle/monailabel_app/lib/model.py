@@ -1,10 +1,10 @@
-"""One :class:`bundle.inference.Reconstructor` shared by the tasks, loaded on first use and after training."""
+"""One :class:`bundle.deploy.inference.Reconstructor` shared by the tasks, loaded on first use and after training."""
 
 from __future__ import annotations
 
 import threading
 
-from bundle.inference import Reconstructor
+from bundle.deploy.inference import Reconstructor
 
 
 class SharedReconstructor:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from monailabel.interfaces.tasks.scoring import ScoringMethod
-
 from lib.trainers import roi_from_mask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 logger = logging.getLogger(__name__)
 

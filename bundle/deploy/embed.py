@@ -1,0 +1,163 @@
+"""Embed and score images with an exported encoder: ``python -m bundle score DATALIST --encoder models/encoder.ts``.
+
+For each image: letterbox to the encoder's canvas, encode with the TorchScript (``.ts``) or ONNX
+(``.onnx``) encoder, then score the latent with the :class:`~bundle.latent.scoring.LatentScorer` saved
+beside it (OOD distances, a flag, and the predicted ROI Edge-MAE). An image that cannot be read
+gets a row with its error; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from bundle.latent.scoring import SCORE_COLUMNS, LatentScorer, load_scorer
+from bundle.utils.atomic import atomic_write_csv
+
+logger = logging.getLogger("fetal_nt_roi_cae")
+
+COLUMNS = ("image", "case_id", "site", *SCORE_COLUMNS, "error")
+
+
+class ExportedEncoder:
+    """An exported encoder file (TorchScript ``.ts`` or ONNX ``.onnx``) and its canvas size.
+
+    The dual-view encoder has a second input, the ROI-zoom view (``roi_view``), whose side is read
+    from the embedded metadata too; its images need an NT box.
+
+    Args:
+        path: the exported file.
+        canvas_size: input side; read from the embedded metadata when None.
+        roi_margin: margin of the zoom view around the NT box (the training setting ``roi_margin``).
+    """
+
+    def __init__(self, path: str | os.PathLike, canvas_size: int | None = None, roi_margin: float = 0.5) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no exported encoder; run python -m bundle export first")
+        if self.path.suffix == ".onnx":
+            import onnx
+            import onnxruntime
+
+            metadata = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
+            meta = json.loads(metadata.get("metadata", "{}"))
+            self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        else:
+            extra = {"metadata.json": ""}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
+                self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra).eval()
+            meta = json.loads(extra["metadata.json"] or "{}")
+        inputs = meta.get("encoder_data_format", {}).get("inputs", {})
+        shape = inputs.get("image", {}).get("spatial_shape")
+        self.canvas_size = int(canvas_size or (shape[0] if shape else 0))
+        if self.canvas_size <= 0:
+            raise ValueError(f"{self.path}: no canvas size in the embedded metadata; pass --canvas-size")
+        roi_shape = inputs.get("roi_view", {}).get("spatial_shape")
+        self.roi_canvas_size = int(roi_shape[0]) if roi_shape else None
+        self.roi_margin = roi_margin
+
+    def __call__(self, images: np.ndarray, roi_views: np.ndarray | None = None) -> np.ndarray:
+        """Latents (B, D) of letterboxed images (B, 1, S, S) in [0, 1] (and zoom views (B, 1, R, R))."""
+        arrays = [np.asarray(images, np.float32)]
+        if self.roi_canvas_size is not None:
+            if roi_views is None:
+                raise ValueError(f"{self.path}: the dual-view encoder needs the ROI-zoom views too")
+            arrays.append(np.asarray(roi_views, np.float32))
+        if self.path.suffix == ".onnx":
+            return self._session.run(["latent"], dict(zip(("image", "roi_view"), arrays, strict=False)))[0]
+        with torch.no_grad():
+            return self._module(*(torch.as_tensor(a) for a in arrays)).numpy()
+
+
+def _batches(
+    encoder: ExportedEncoder, entries: list[dict], batch_size: int
+) -> Iterator[tuple[list[dict], list | None]]:
+    """Yield (entries, encoder inputs) batches; an unreadable entry comes alone with ``None`` and its ``error``."""
+    from bundle.data.transforms import LetterboxROId
+    from bundle.deploy.inference import SafeLoadUltrasoundImaged, SafeROIZoomd
+    from monai.transforms import Compose
+
+    steps = [SafeLoadUltrasoundImaged(keys="image")]
+    if encoder.roi_canvas_size is not None:
+        steps.append(SafeROIZoomd(keys="image", canvas_size=encoder.roi_canvas_size, margin=encoder.roi_margin))
+    load = Compose([*steps, LetterboxROId(keys="image", canvas_size=encoder.canvas_size)])
+    keys = ["image"] + (["roi_view"] if encoder.roi_canvas_size is not None else [])
+    good: list[dict] = []
+    arrays: dict[str, list] = {key: [] for key in keys}
+    for entry in entries:
+        item = load(dict(entry))
+        if item["error"]:
+            yield [{**entry, "error": item["error"]}], None
+            continue
+        good.append(entry)
+        for key in keys:
+            arrays[key].append(torch.as_tensor(item[key]).numpy())
+        if len(good) == batch_size:
+            yield good, [np.stack(arrays[key]) for key in keys]
+            good, arrays = [], {key: [] for key in keys}
+    if good:
+        yield good, [np.stack(arrays[key]) for key in keys]
+
+
+def score_images(
+    source: str | os.PathLike,
+    encoder: str | os.PathLike,
+    scorer: str | os.PathLike | LatentScorer | None = None,
+    batch_size: int = 16,
+    latents_out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Embed and score every image of a datalist or folder.
+
+    Args:
+        source: datalist JSON or image folder (see :func:`bundle.deploy.inference.inference_items`).
+        encoder: exported encoder (``.ts`` or ``.onnx``).
+        scorer: fitted scorer or its ``.npz`` (default: ``scorer.npz`` beside the encoder).
+        batch_size: images per encoder call.
+        latents_out: optional ``.npz`` for the latents of the readable images (``case_id``, ``z``).
+        progress: show a progress bar.
+
+    Returns:
+        one row per image with :data:`COLUMNS` (scores empty and ``error`` set when unreadable).
+    """
+    from bundle.deploy.inference import inference_items
+    from tqdm import tqdm
+
+    model = ExportedEncoder(encoder)
+    fitted = (
+        scorer if isinstance(scorer, LatentScorer) else load_scorer(scorer or Path(encoder).with_name("scorer.npz"))
+    )
+    entries = inference_items(source)
+    rows, case_ids, latents = [], [], []
+    with tqdm(total=len(entries), desc="score", unit="img", disable=not progress) as bar:
+        for batch, inputs in _batches(model, entries, batch_size):
+            if inputs is None:
+                rows.append(dict(batch[0]))
+                logger.warning("skipped %s", batch[0]["error"])
+            else:
+                z = model(*inputs)
+                scores = fitted.score(z)
+                for i, entry in enumerate(batch):
+                    row = {**entry, "error": ""}
+                    row.update({name: scores[name][i].item() for name in SCORE_COLUMNS})
+                    rows.append(row)
+                case_ids += [e["case_id"] for e in batch]
+                latents.append(z)
+            bar.update(len(batch))
+    if latents_out is not None and latents:
+        from bundle.latent.latents import save_latents
+
+        save_latents(latents_out, {"case_id": np.asarray(case_ids), "z": np.concatenate(latents)})
+    return rows
+
+
+def write_rows_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write score rows as CSV atomically (:data:`COLUMNS`)."""
+    atomic_write_csv(path, rows, list(COLUMNS))

@@ -1,0 +1,454 @@
+"""Evaluate the best phase-1 and phase-2 checkpoints and write the report (SPEC 5).
+
+Per image: PSNR, SSIM and MS-SSIM on the whole canvas and on the content region (padding
+excluded), ROI MAE, ROI PSNR and ROI Edge-MAE. Per phase and split: means, and the phase-2 minus
+phase-1 differences, absolute and relative (%), in the paper's form. Written as
+``report/metrics.json``, ``report/metrics.md``, ``report/per_image.csv`` and a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from bundle.data.roi_zoom import ROIZoomGeometry
+from bundle.data.transforms import LetterboxGeometry
+from bundle.evaluation.fidelity import (
+    canvas_to_zoom,
+    fidelity_by_plane,
+    item_geometry,
+    native_reconstruction,
+    nt_fidelity_row,
+    read_native,
+)
+from bundle.evaluation.nt_measure import measure_nt_in_roi
+from bundle.model.batches import network_input
+from bundle.model.metrics import (
+    METRIC_NAMES,
+    ZOOM_METRIC_NAMES,
+    ms_ssim,
+    psnr,
+    roi_edge_error,
+    roi_mae,
+    split_views,
+    ssim,
+)
+from bundle.utils.atomic import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
+from bundle.utils.checkpoints import load_model_weights
+from torch import nn
+
+logger = logging.getLogger("fetal_nt_roi_cae")
+
+CONTENT_METRICS = ("psnr_content", "ssim_content", "ms_ssim_content")
+ALL_METRICS = METRIC_NAMES + CONTENT_METRICS + ZOOM_METRIC_NAMES
+LOWER_IS_BETTER = {"roi_mae", "roi_edge_mae", "zoom_roi_mae", "zoom_roi_edge_mae"}
+FIDELITY_ROWS = (
+    ("measurable_pct", "NT measurable on the reconstruction (% of measurable originals)", "{:.1f} %"),
+    ("abs_diff_median_mm", "abs(NT recon - NT original), median", "{:.3f} mm"),
+    ("abs_diff_p90_mm", "abs(NT recon - NT original), p90", "{:.3f} mm"),
+    ("within_0.2mm_pct", "within 0.2 mm of the original", "{:.1f} %"),
+    ("bias_mm", "mean bias NT recon - NT original", "{:+.3f} mm"),
+    ("recon_mae_vs_truth_mm", "NT recon vs exact NT, MAE", "{:.3f} mm"),
+    ("original_mae_vs_truth_mm", "NT original vs exact NT, MAE", "{:.3f} mm"),
+)
+PAPER_DELTAS = {
+    "val": {"psnr": "+0.27 dB", "roi_mae": "-8.87 %", "roi_edge_mae": "-11.10 %"},
+    "held_out": {"psnr": "+0.29 dB", "roi_mae": "-6.43 %", "roi_edge_mae": "-4.90 %"},
+}
+
+
+def _content_boxes(letterbox: dict, batch_size: int) -> list[tuple[int, int, int, int]]:
+    """Content box (x0, y0, x1, y1) of each item from a collated letterbox geometry."""
+    boxes = []
+    for i in range(batch_size):
+        dx, dy = int(letterbox["dx"][i]), int(letterbox["dy"][i])
+        width, height = int(letterbox["resized_size"][0][i]), int(letterbox["resized_size"][1][i])
+        boxes.append((dx, dy, dx + width, dy + height))
+    return boxes
+
+
+def batch_geometries(batch: dict) -> list[tuple[LetterboxGeometry, ROIZoomGeometry | None]]:
+    """Letterbox and (when present) zoom geometry of every item of a collated batch."""
+    n = len(batch["case_id"])
+    return [
+        (
+            LetterboxGeometry.from_dict(item_geometry(batch["letterbox"], i)),
+            ROIZoomGeometry.from_dict(item_geometry(batch["roi_zoom"], i)) if "roi_zoom" in batch else None,
+        )
+        for i in range(n)
+    ]
+
+
+def zoom_predictions(preds: torch.Tensor, batch: dict) -> torch.Tensor | None:
+    """Zoom-view reconstructions (B, 1, R, R): the dual-view model's own, or the canvas resampled onto the zoom grid."""
+    views = split_views(preds)
+    if "roi" in views:
+        return views["roi"]
+    if "roi_zoom" not in batch:
+        return None
+    return torch.stack(
+        [canvas_to_zoom(c, lb, zoom) for c, (lb, zoom) in zip(views["global"], batch_geometries(batch), strict=True)]
+    )
+
+
+def per_image_rows(preds: torch.Tensor, batch: dict) -> list[dict]:
+    """Every metric of :data:`ALL_METRICS` for each image of a batch.
+
+    Args:
+        preds: reconstructions: canvases (B, 1, S, S) or view mosaics (B, 1, S, S + R).
+        batch: the collated batch (``image``, ``roi_mask``, ``letterbox``, ``case_id``, ``site``;
+            ``roi_view``, ``roi_view_mask``, ``roi_zoom`` for the zoom metrics).
+
+    Returns:
+        one dict per image with ``case_id``, ``site``, ``roi_area_px`` and the metrics (``zoom_*``
+        on the zoom view; for a single-view model its canvas resampled onto the zoom grid).
+    """
+    images = torch.as_tensor(batch["image"]).float().to(preds.device)
+    masks = torch.as_tensor(batch["roi_mask"]).float().to(preds.device)
+    zoom = zoom_predictions(preds.float(), batch)
+    preds = split_views(preds.float())["global"]
+    values = _metric_values(preds, images, masks, "")
+    if zoom is not None:
+        views = torch.as_tensor(batch["roi_view"]).float().to(preds.device)
+        values.update(
+            _metric_values(zoom, views, torch.as_tensor(batch["roi_view_mask"]).float().to(preds.device), "zoom_")
+        )
+    rows = []
+    for i, (x0, y0, x1, y1) in enumerate(_content_boxes(batch["letterbox"], len(images))):
+        p, y = preds[i : i + 1, :, y0:y1, x0:x1], images[i : i + 1, :, y0:y1, x0:x1]
+        row = {"case_id": batch["case_id"][i], "site": int(batch["site"][i]), "roi_area_px": float(masks[i].sum())}
+        row.update({name: float(v[i]) for name, v in values.items()})
+        row.update(
+            {
+                "psnr_content": float(psnr(p, y)),
+                "ssim_content": float(ssim(p, y)),
+                "ms_ssim_content": float(ms_ssim(p, y)),
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def _metric_values(preds: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, prefix: str) -> dict:
+    return {
+        f"{prefix}psnr": psnr(preds, images),
+        f"{prefix}ssim": ssim(preds, images),
+        f"{prefix}ms_ssim": ms_ssim(preds, images),
+        f"{prefix}roi_mae": roi_mae(preds, images, masks),
+        f"{prefix}roi_psnr": psnr(preds, images, mask=masks),
+        f"{prefix}roi_edge_mae": roi_edge_error(preds, images, masks),
+    }
+
+
+@torch.no_grad()
+def evaluate_network(
+    network: nn.Module, data_loader, device: str | torch.device = "cpu", entries: dict | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Per-image metrics (:func:`per_image_rows`) and NT fidelity rows of a network over a loader.
+
+    Args:
+        network: the autoencoder.
+        data_loader: letterboxed items (unshuffled).
+        device: where to run.
+        entries: ``case_id -> datalist entry`` for the NT fidelity (native image, box, spacing,
+            ``meta.nt_mm``); None or entries without ``pixel_spacing_mm`` skip it.
+
+    Returns:
+        (metric rows, fidelity rows).
+    """
+    network.eval()
+    rows, fidelity = [], []
+    for batch in data_loader:
+        preds = network(network_input(network, batch, device)).float().cpu()
+        rows += per_image_rows(preds, batch)
+        if not entries:
+            continue
+        views = split_views(preds)
+        for i, (letterbox, zoom) in enumerate(batch_geometries(batch)):
+            entry = entries.get(batch["case_id"][i])
+            if entry is None or entry.get("pixel_spacing_mm") is None:
+                continue
+            recon = native_reconstruction({k: v[i] for k, v in views.items()}, letterbox, zoom)
+            row = nt_fidelity_row(read_native(entry), recon, entry)
+            fidelity.append({"case_id": entry["case_id"], "site": int(entry["site"]), **row})
+    return rows, fidelity
+
+
+def summarize(rows: list[dict]) -> dict[str, float]:
+    """Mean of every metric over rows, plus ``n``."""
+    summary = {name: float(np.mean([r[name] for r in rows])) for name in ALL_METRICS if rows and name in rows[0]}
+    summary["n"] = len(rows)
+    return summary
+
+
+def phase_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Phase-2 minus phase-1 difference per metric: absolute and relative (%)."""
+    return {
+        name: {
+            "absolute": after[name] - before[name],
+            "relative_pct": 100.0 * (after[name] - before[name]) / abs(before[name]),
+        }
+        for name in ALL_METRICS
+        if name in before and name in after
+    }
+
+
+def _markdown(
+    results: dict,
+    deltas: dict,
+    loss_weights: dict | None,
+    fidelity: dict | None = None,
+    held_out_site: int | None = None,
+) -> str:
+    held_out = "held-out site" if held_out_site is None else f"held-out site (site {held_out_site})"
+    splits = {"val": "source-site validation", "held_out": held_out}
+    lines = ["# Reconstruction report", ""]
+    for split, title in splits.items():
+        if split not in deltas:
+            continue
+        lines += [
+            f"## {title}",
+            "",
+            f"n = {results['phase1'][split]['n']} images",
+            "",
+            "| metric | phase 1 | phase 2 | phase 2 - phase 1 | relative | paper (phase 2 vs 1) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in ALL_METRICS:
+            if name not in results["phase1"][split]:
+                continue
+            p1, p2 = results["phase1"][split][name], results["phase2"][split][name]
+            delta = deltas[split][name]
+            better = "lower" if name in LOWER_IS_BETTER else "higher"
+            lines.append(
+                f"| {name} ({better} is better) | {p1:.4f} | {p2:.4f} | {delta['absolute']:+.4f} | "
+                f"{delta['relative_pct']:+.2f} % | "
+                f"{PAPER_DELTAS[split].get(name, '')} |"
+            )
+        lines.append("")
+    for split, title in splits.items():
+        if not fidelity or split not in fidelity.get("phase1", {}):
+            continue
+        f1, f2 = fidelity["phase1"][split], fidelity["phase2"][split]
+        a1, s1 = f1["all_planes"], f1["standard_planes"]
+        lines += [
+            f"## NT measurement fidelity, {title}",
+            "",
+            "NT measured inside the native NT box on the original and on the reconstruction mapped back to "
+            f"native geometry; {a1['n']} images ({s1['n']} standard planes), NT measurable on "
+            f"{a1['original_measurable_pct']:.1f} % of the originals.",
+            "",
+            "| figure | standard planes, phase 1 | standard planes, phase 2 | all planes, phase 1 "
+            "| all planes, phase 2 |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {label} | {fmt.format(s1[key])} | {fmt.format(f2['standard_planes'][key])} | "
+            f"{fmt.format(a1[key])} | {fmt.format(f2['all_planes'][key])} |"
+            for key, label, fmt in FIDELITY_ROWS
+        ]
+        lines.append("")
+    if loss_weights:
+        lines += ["## Phase-2 loss weights", "", "| term | weight |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in loss_weights.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _figure(network_by_phase: dict[str, nn.Module], loaders: dict, path: Path, device, max_images: int = 3) -> None:
+    """Original / phase-1 / phase-2 reconstructions and error maps with the ROI box, per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    panels = []
+    for split, loader in loaders.items():
+        batch = next(iter(loader))
+        images = torch.as_tensor(batch["image"][:max_images]).float().to(device)
+        recons = {}
+        with torch.no_grad():
+            for phase, network in network_by_phase.items():
+                network.eval()
+                recons[phase] = split_views(network(network_input(network, batch, device)))["global"][:max_images].cpu()
+        for i in range(len(images)):
+            panels.append(
+                (
+                    split,
+                    batch["case_id"][i],
+                    images[i, 0].cpu(),
+                    {k: v[i, 0] for k, v in recons.items()},
+                    batch["roi"][i],
+                )
+            )
+    columns = ["original"] + [f"{p} recon" for p in network_by_phase] + [f"{p} |error|" for p in network_by_phase]
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(2.2 * len(columns), 2.3 * len(panels)), squeeze=False)
+    for row, (split, case_id, image, recons, roi) in enumerate(panels):
+        shown = [image] + list(recons.values()) + [(r - image).abs() for r in recons.values()]
+        for col, (title, data) in enumerate(zip(columns, shown, strict=True)):
+            ax = axes[row, col]
+            ax.imshow(
+                data.numpy(), cmap="magma" if "error" in title else "gray", vmin=0, vmax=0.5 if "error" in title else 1
+            )
+            x0, y0, x1, y1 = (float(v) for v in roi)
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=0.7))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f"{split}\n{case_id}", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def nt_crops_figure(
+    network_by_phase: dict[str, nn.Module], loaders: dict, entries: dict, path: Path, device, max_images: int = 3
+) -> None:
+    """Original vs reconstructed NT crops (native geometry) with the measured calipers, per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for split, loader in loaders.items():
+        batch = next(iter(loader))
+        geometries = batch_geometries(batch)[:max_images]
+        views = {}
+        with torch.no_grad():
+            for phase, network in network_by_phase.items():
+                network.eval()
+                views[phase] = split_views(network(network_input(network, batch, device)).float().cpu())
+        for i, (letterbox, zoom) in enumerate(geometries):
+            entry = entries.get(batch["case_id"][i])
+            if entry is None or entry.get("pixel_spacing_mm") is None:
+                continue
+            original = read_native(entry)
+            shown = [("original", original)]
+            for phase, v in views.items():
+                shown.append((phase, native_reconstruction({k: t[i] for k, t in v.items()}, letterbox, zoom)))
+            panels.append((split, entry, shown))
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 3, figsize=(3.2 * 3, 1.9 * len(panels)), squeeze=False)
+    for row, (split, entry, shown) in enumerate(panels):
+        x0, y0, x1, y1 = entry["roi"]
+        mx, my = 0.5 * (x1 - x0), 0.5 * (y1 - y0)
+        c0, r0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
+        for col, (title, image) in enumerate(shown[:3]):
+            ax = axes[row, col]
+            crop = image[r0 : int(y1 + my), c0 : int(x1 + mx)]
+            ax.imshow(crop, cmap="gray", vmin=0, vmax=1)
+            measured = measure_nt_in_roi(image, entry["roi"], entry["pixel_spacing_mm"])
+            label = "not measurable"
+            if measured:
+                cx = measured["column"] - c0 + 0.5
+                ax.plot([cx, cx], [measured["upper_row"] - r0, measured["lower_row"] - r0], color="lime", lw=1.2)
+                label = f"NT {measured['nt_mm']:.2f} mm"
+            ax.set_title(f"{title}: {label}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                truth = (entry.get("meta") or {}).get("nt_mm")
+                ax.set_ylabel(f"{split}\n{entry['case_id']}" + (f"\ntrue {truth:.2f} mm" if truth else ""), fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_report(
+    network_factory,
+    checkpoints: dict[str, str | os.PathLike],
+    loaders: dict,
+    output_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    loss_weights_file: str | os.PathLike | None = None,
+    entries: list[dict] | None = None,
+    held_out_site: int | None = None,
+) -> dict:
+    """Evaluate each phase's checkpoint on each split and write the report files.
+
+    Args:
+        network_factory: callable returning a fresh network of the trained architecture.
+        checkpoints: ``{"phase1": path, "phase2": path}`` (``state_dict`` files).
+        loaders: ``{"val": loader, "held_out": loader}`` of letterboxed items (unshuffled).
+        output_dir: the run folder; files go to ``output_dir/report``.
+        device: where to evaluate.
+        loss_weights_file: JSON written by gradient calibration, quoted in the report.
+        entries: the datalist entries; with them the report adds the NT measurement fidelity
+            (``fidelity.csv``, a table in ``metrics.md``, ``nt_crops.png``).
+        held_out_site: the site of the ``held_out`` loader, stated in ``metrics.md`` and ``metrics.json``.
+
+    Returns:
+        the metrics dict written to ``metrics.json``.
+    """
+    report_dir = Path(output_dir) / "report"
+    networks = {phase: load_model_weights(network_factory(), path).to(device) for phase, path in checkpoints.items()}
+    per_image: list[dict] = []
+    fidelity_rows: list[dict] = []
+    results: dict[str, dict] = {}
+    fidelity: dict[str, dict] = {}
+    by_case = {e["case_id"]: e for e in entries} if entries else None
+    for phase, network in networks.items():
+        results[phase] = {}
+        fidelity[phase] = {}
+        for split, loader in loaders.items():
+            rows, nt_rows = evaluate_network(network, loader, device, by_case)
+            results[phase][split] = summarize(rows)
+            per_image += [{"phase": phase, "split": split, **row} for row in rows]
+            if nt_rows:
+                fidelity[phase][split] = fidelity_by_plane(nt_rows)
+                fidelity_rows += [{"phase": phase, "split": split, **row} for row in nt_rows]
+            logger.info(
+                f"report: {phase} on {split}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in results[phase][split].items() if k != "n")
+            )
+    deltas = (
+        {split: phase_deltas(results["phase1"][split], results["phase2"][split]) for split in loaders}
+        if len(networks) == 2
+        else {}
+    )
+    loss_weights = None
+    if loss_weights_file and Path(loss_weights_file).exists():
+        loss_weights = json.loads(Path(loss_weights_file).read_text())["weights"]
+    metrics = {
+        "phases": results,
+        "phase2_minus_phase1": deltas,
+        "loss_weights": loss_weights,
+        "nt_fidelity": fidelity,
+        "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+        "held_out_site": held_out_site,
+        "paper_reference_deltas": PAPER_DELTAS,
+    }
+    atomic_write_json(report_dir / "metrics.json", metrics)
+    if deltas:
+        atomic_write_text(report_dir / "metrics.md", _markdown(results, deltas, loss_weights, fidelity, held_out_site))
+    columns = ["phase", "split", "case_id", "site", "roi_area_px", *ALL_METRICS]
+    atomic_write_csv(
+        report_dir / "per_image.csv", per_image, [c for c in columns if not per_image or c in per_image[0]]
+    )
+    _figure(networks, loaders, report_dir / "reconstructions.png", device)
+    if fidelity_rows:
+        nt_columns = [
+            "phase",
+            "split",
+            "case_id",
+            "site",
+            "standard_plane",
+            "nt_true_mm",
+            "nt_original_mm",
+            "nt_recon_mm",
+        ]
+        atomic_write_csv(report_dir / "fidelity.csv", fidelity_rows, nt_columns)
+        nt_crops_figure(networks, loaders, by_case, report_dir / "nt_crops.png", device)
+    logger.info(f"report written to {report_dir} (metrics.json, metrics.md, per_image.csv, fidelity.csv, figures)")
+    return metrics

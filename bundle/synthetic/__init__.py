@@ -1,6 +1,0 @@
-"""Synthetic multi-site first-trimester NT ultrasound (SPEC 1.3): the embedded default data."""
-
-from bundle.synthetic.dataset import write_synthetic_dataset
-from bundle.synthetic.generator import SyntheticCase, generate_case
-
-__all__ = ["SyntheticCase", "generate_case", "write_synthetic_dataset"]

@@ -1,0 +1,254 @@
+"""Helpers the bundle configs call: dataset preparation, logging, resume and phase bookkeeping.
+
+They are deliberately small; the engines, handlers and their wiring live in ``configs/*.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from bundle.data.datalist import load_validated_datalist
+from bundle.utils.checkpoints import load_model_weights
+from bundle.utils.rng import reseed
+from torch import nn
+
+logger = logging.getLogger("fetal_nt_roi_cae")
+
+
+def datalist_path(dataset_dir: str | os.PathLike) -> Path:
+    """The datalist of ``dataset_dir``: the path itself if it is a JSON file, else ``dataset_dir/datalist.json``."""
+    path = Path(dataset_dir)
+    return path if path.suffix.lower() == ".json" else path / "datalist.json"
+
+
+def prepare_datalist(dataset_dir: str | os.PathLike, synthetic: dict | None = None) -> list[dict]:
+    """Return validated datalist entries, first creating the synthetic dataset when there is none.
+
+    Args:
+        dataset_dir: dataset folder (holding ``datalist.json``) or a datalist file.
+        synthetic: settings of the synthetic dataset to create when no datalist exists
+            (``per_site``, ``sites``, ``seed``, ``size`` as [W, H] or None, ``workers``, ``masks``
+            to also write structure label maps); None to require an existing datalist.
+
+    Returns:
+        the entries with absolute image paths.
+
+    Raises:
+        FileNotFoundError: when there is no datalist and no synthetic settings.
+        DatalistError: listing every problem of a broken datalist (nothing is trained on it).
+    """
+    path = datalist_path(dataset_dir)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() > 0:
+        torch.distributed.barrier()  # rank 0 creates the dataset first
+    elif not path.exists():
+        if not synthetic:
+            raise FileNotFoundError(
+                f"{path}: no datalist; create one (python -m bundle synth / convert-shenzhen) or set dataset_dir"
+            )
+        from bundle.data.synthetic.dataset import write_synthetic_dataset
+
+        size = synthetic.get("size")
+        logger.info(f"no datalist at {path}: generating the synthetic dataset ({synthetic})")
+        write_synthetic_dataset(
+            path.parent,
+            per_site=int(synthetic["per_site"]),
+            sites=int(synthetic.get("sites", 3)),
+            seed=int(synthetic.get("seed", 0)),
+            size=tuple(size) if size else None,
+            workers=int(synthetic.get("workers", 1)),
+            masks=bool(synthetic.get("masks", False)),
+        )
+    if distributed and torch.distributed.get_rank() == 0:
+        torch.distributed.barrier()
+    entries = load_validated_datalist(path, progress=sys.stderr.isatty())
+    logger.info(f"datalist {path}: {len(entries)} valid entries")
+    return entries
+
+
+def setup_logging(output_dir: str | os.PathLike, filename: str = "train.log") -> Path:
+    """Log INFO and above to the console and to ``output_dir/filename`` (appending on resume)."""
+    path = Path(output_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        file_handler = logging.FileHandler(path)
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(formatter)
+        root.addHandler(console)
+    return path
+
+
+def phase_is_complete(marker: str | os.PathLike) -> bool:
+    """Whether a phase wrote its completion marker (see ``PhaseCompleteHandler``)."""
+    return Path(marker).exists()
+
+
+def require_file(path: str | os.PathLike, what: str) -> str:
+    """Return ``path`` if it exists, else raise a FileNotFoundError saying what produces it."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return str(path)
+
+
+def freeze(network: nn.Module, part: str) -> nn.Module:
+    """Freeze part of the autoencoder for phase 2.
+
+    Args:
+        network: the autoencoder (``encoder`` / ``decoder`` submodules).
+        part: ``none`` or ``encoder``. A frozen encoder gets no gradients and keeps its batch-norm
+            statistics (it stays in eval mode even when the trainer calls ``network.train()``).
+
+    Returns:
+        the same network.
+
+    Raises:
+        ValueError: for an unknown part.
+    """
+    if part == "none":
+        return network
+    if part != "encoder":
+        raise ValueError(f"phase2_freeze must be 'none' or 'encoder', got {part!r}")
+    encoder = network.encoder
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+
+    def train_frozen(mode: bool = True) -> nn.Module:
+        return nn.Module.train(encoder, False)
+
+    encoder.train = train_frozen  # the trainer's network.train() must not wake the frozen encoder
+    encoder.eval()
+    return network
+
+
+def trainable_parameters(
+    network: nn.Module, loss: nn.Module | None = None, freeze_part: str = "none"
+) -> list[torch.Tensor]:
+    """Apply ``freeze_part`` and return the parameters to optimise (network, plus learned loss weights)."""
+    freeze(network, freeze_part)
+    params = [p for p in network.parameters() if p.requires_grad]
+    if loss is not None:
+        params += [p for p in loss.parameters() if p.requires_grad]
+    return params
+
+
+def log_phase_skip(phase: str, marker: str | os.PathLike) -> None:
+    """Say that a completed phase is skipped on a re-run."""
+    logger.info(f"{phase}: already complete ({marker}); skipping. Delete the marker to train it again.")
+
+
+def run_phase(
+    name: str,
+    trainer,
+    complete_marker: str | os.PathLike,
+    network: nn.Module | None = None,
+    init_weights: str | os.PathLike | None = None,
+    seed: int | None = None,
+    random_sources: list | tuple = (),
+) -> None:
+    """Run one training phase unless its completion marker says it already finished.
+
+    Args:
+        name: phase name for the log.
+        trainer: the phase's trainer (resumes by itself from its last checkpoint).
+        complete_marker: file written when the phase completes.
+        network: network to initialise from ``init_weights`` before the phase starts (a resume
+            checkpoint, when present, overrides it at ``STARTED``).
+        init_weights: ``state_dict`` file, e.g. the best phase-1 model for phase 2.
+        seed: when given, every random stream (and the augmentation of ``random_sources``) is
+            seeded from it before the phase starts, so a phase starts the same way whether the
+            previous one ran in this process or in a killed one (a resume checkpoint then restores
+            its own saved state).
+        random_sources: datasets whose augmentation transforms are seeded with ``seed``.
+    """
+    if phase_is_complete(complete_marker):
+        log_phase_skip(name, complete_marker)
+        return
+    if seed is not None:
+        reseed(int(seed), random_sources)
+    if network is not None and init_weights is not None:
+        load_model_weights(network, init_weights, f"{name} initial weights")
+        logger.info(f"{name}: starting from {init_weights}")
+    logger.info(f"{name}: training for up to {trainer.state.max_epochs} epochs")
+    trainer.run()
+
+
+def check_writable(folders: dict[str, str | os.PathLike], min_free_mb: float = 200.0) -> None:
+    """Fail before any work starts when an output folder cannot be written or its disk is nearly full.
+
+    Each folder is created if needed, a probe file is written and removed, and the free space of
+    its file system is compared with ``min_free_mb``.
+
+    Args:
+        folders: config key -> folder, e.g. ``{"output_dir": "runs/quick", "models_dir": "models"}``.
+        min_free_mb: free space each folder's disk must have (checkpoints, reports, models).
+
+    Raises:
+        OSError: naming the key, the folder, the reason and the fix.
+    """
+    import shutil
+    import tempfile
+
+    for key, folder in folders.items():
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+                pass
+        except OSError as error:
+            raise OSError(
+                f"{key} = {path}: cannot write there ({error.strerror or error}); "
+                f"give a writable folder with --{key} or fix its permissions (nothing was started)"
+            ) from None
+        free_mb = shutil.disk_usage(path).free / 2**20
+        if free_mb < min_free_mb:
+            raise OSError(
+                f"{key} = {path}: only {free_mb:.0f} MB free on its disk, {min_free_mb:.0f} MB needed for "
+                f"checkpoints, models and reports; free some space or give another --{key} (nothing was started)"
+            )
+
+
+def check_run_settings(output_dir: str | os.PathLike, settings: dict) -> dict:
+    """Refuse to resume a run folder that was made with different settings.
+
+    The first call writes ``output_dir/run_settings.json``; later calls (a re-run that resumes)
+    compare against it, so a changed held-out site or seed can never mix with an older run's
+    checkpoints and completion markers. Epoch counts are not part of the check: an interrupted run
+    may resume with another budget (a phase that completed stays complete).
+
+    Args:
+        output_dir: the run folder.
+        settings: the settings that define the run (JSON-serialisable).
+
+    Returns:
+        the settings.
+
+    Raises:
+        ValueError: naming every changed setting and the fix.
+    """
+    from bundle.utils.atomic import atomic_write_json
+
+    path = Path(output_dir) / "run_settings.json"
+    settings = json.loads(json.dumps(settings))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = {k: {"before": previous.get(k), "now": v} for k, v in settings.items() if previous.get(k) != v}
+        if changed:
+            raise ValueError(
+                f"{output_dir} holds a run made with other settings {changed}; resuming it would mix two runs. "
+                f"Give a new --output_dir (e.g. runs/heldout{settings.get('held_out_site', 'N')}) "
+                f"or delete {output_dir}."
+            )
+    else:
+        atomic_write_json(path, settings)
+    return settings

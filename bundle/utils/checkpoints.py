@@ -1,0 +1,173 @@
+"""Reading checkpoints safely: ``weights_only=True`` everywhere, and errors that name the file and the fix.
+
+Every place the bundle reads a ``.pt`` file goes through :func:`read_checkpoint`. A pickle that
+would build arbitrary objects (and could run code) is refused with :class:`UnsafeCheckpointError`;
+a truncated or foreign file gets a :class:`CheckpointError` instead of a traceback from inside
+PyTorch's zip reader.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import torch
+from torch import nn
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint that holds more than tensors and plain values; it was not unpickled."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (truncated, not a PyTorch file) or does not fit the network."""
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors.
+
+    Args:
+        path: the ``.pt`` file.
+        what: what the file is, for the messages (e.g. "resume checkpoint").
+
+    Returns:
+        the loaded object (state dicts, tensors, numbers, strings, lists, dicts).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        UnsafeCheckpointError: when the file holds other objects (nothing of it is executed).
+        CheckpointError: when the file is truncated or not a PyTorch checkpoint.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load this {what}: it holds objects other than tensors and plain values "
+            f"({reason}); such a file can run code when loaded. Use only checkpoints from sources you trust, "
+            "saved as a state dict (torch.save({'model': model.state_dict()}, path))"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: cannot read this {what} ({reason}); the file is truncated or not a PyTorch checkpoint: "
+            "copy it again or re-create it"
+        ) from None
+
+
+def _wrapping_key(checkpoint: object) -> str:
+    """``"model"`` for a 0.7.0-style ``{"model": state_dict}`` checkpoint, ``""`` for a plain state dict."""
+    if isinstance(checkpoint, dict) and set(checkpoint) == {"model"} and isinstance(checkpoint["model"], dict):
+        return "model"
+    return ""
+
+
+def state_dict_key(path: str | os.PathLike, what: str = "model checkpoint") -> str:
+    """The key that holds the weights in ``path``, for ``ckpt_export(key_in_ckpt=...)``.
+
+    ``""`` for a plain ``state_dict`` (what training writes, and what MONAI's ``ckpt_export`` reads
+    without ``--key_in_ckpt``), ``"model"`` for the ``{"model": state_dict}`` files of 0.7.0 and earlier.
+
+    Args:
+        path: the checkpoint.
+        what: what the file is, for the messages.
+
+    Returns:
+        the value for ``ckpt_export(key_in_ckpt=...)``.
+    """
+    return _wrapping_key(read_checkpoint(path, what))
+
+
+def load_model_weights(network: nn.Module, path: str | os.PathLike, what: str = "model checkpoint") -> nn.Module:
+    """Load a ``state_dict`` file (or 0.7.0's ``{"model": state_dict}``) from ``path`` into ``network``.
+
+    Args:
+        network: the module to fill.
+        path: the checkpoint.
+        what: what the file is, for the messages.
+
+    Returns:
+        ``network``.
+
+    Raises:
+        CheckpointError: when the weights do not fit ``network`` (other architecture settings).
+    """
+    checkpoint = read_checkpoint(path, what)
+    key = _wrapping_key(checkpoint)
+    state = checkpoint[key] if key else checkpoint
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise CheckpointError(
+            f"{path}: this {what} does not fit the configured network ({lines[-1] if lines else error}); "
+            "use the settings it was trained with (canvas_size, network_widths, latent_dim, norm)"
+        ) from None
+    return network
+
+
+def checked_checkpoint(path: str | os.PathLike, what: str = "model checkpoint") -> str:
+    """Return ``path`` once :func:`read_checkpoint` has read it; for configs that hand the path to MONAI's loader.
+
+    ``CheckpointLoader`` also reads with ``weights_only=True`` but a truncated file surfaces as a
+    PyTorch zip-reader traceback; checking first gives the file, the reason and the fix instead.
+
+    Args:
+        path: the checkpoint.
+        what: what the file is, for the messages.
+
+    Returns:
+        ``path`` as a string.
+    """
+    read_checkpoint(path, what)
+    return str(path)
+
+
+#: the training settings that define the network; saved in ``best.json`` beside the weights
+ARCHITECTURE_KEYS = (
+    "model",
+    "canvas_size",
+    "roi_canvas_size",
+    "roi_margin",
+    "network_widths",
+    "roi_network_widths",
+    "latent_dim",
+    "norm",
+)
+
+
+def saved_architecture(ckpt_path: str | os.PathLike) -> dict:
+    """The architecture settings a checkpoint was trained with, read from ``best.json`` beside it.
+
+    Training writes them there (:class:`~bundle.training.handlers.BestModelSaver`), so inference,
+    export, scoring and MONAI Label build the same network without restating its settings. A
+    checkpoint without them (trained elsewhere, or by 0.7.0 and earlier) gets the defaults of
+    ``configs/train.json``; config overrides still win over both.
+
+    Args:
+        ckpt_path: the weights file (e.g. ``models/model.pt``).
+
+    Returns:
+        ``{key: value}`` for every key of :data:`ARCHITECTURE_KEYS`.
+
+    Raises:
+        ValueError: when ``best.json`` exists but is not valid JSON (names the file and the fix).
+    """
+    import json
+    from pathlib import Path
+
+    from bundle.utils.paths import TRAIN_CONFIG, load_config
+
+    parser = load_config(TRAIN_CONFIG)
+    settings = {key: parser.get_parsed_content(key) for key in ARCHITECTURE_KEYS}
+    info = Path(ckpt_path).with_name("best.json")
+    if info.is_file():
+        try:
+            saved = json.loads(info.read_text()).get("architecture") or {}
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{info}: not a valid best.json ({error}); delete it or re-run training") from None
+        settings.update({key: saved[key] for key in ARCHITECTURE_KEYS if key in saved})
+    return settings
