@@ -21,6 +21,7 @@ import logging
 import os
 
 from bundle import __version__
+from bundle.utils.checkpoints import ARCHITECTURE_KEYS
 from bundle.utils.paths import REPO_ROOT
 from lib.infers import ReconstructionInfer
 from lib.model import SharedReconstructor
@@ -32,18 +33,7 @@ from monailabel.interfaces.app import MONAILabelApp
 logger = logging.getLogger(__name__)
 
 # --conf keys passed on to configs/inference.json (JSON values, except paths).
-CONFIG_OVERRIDES = (
-    "models_dir",
-    "model",
-    "canvas_size",
-    "roi_canvas_size",
-    "roi_margin",
-    "network_widths",
-    "roi_network_widths",
-    "latent_dim",
-    "norm",
-    "device",
-)
+CONFIG_OVERRIDES = ("models_dir", *ARCHITECTURE_KEYS, "device")
 
 
 def config_overrides(conf: dict) -> dict:
