@@ -92,7 +92,7 @@ def _parse_settings(items: list[str] | None) -> dict:
 
 
 def _cmd_protocol(args: argparse.Namespace) -> int:
-    from bundle.protocol.runner import VARIANTS, ProtocolSettings, run_protocol
+    from bundle.protocol import VARIANTS, ProtocolSettings, run_protocol
 
     overrides = _parse_settings(args.set)
     settings = ProtocolSettings(
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", type=int, nargs="+", default=[0, 1, 2], help="held-out sites, one rotation each")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument(
-        "--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.runner.VARIANTS"
+        "--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.variants.VARIANTS"
     )
     p.add_argument("--ablation-sites", type=int, nargs="*", default=[2], help="rotations that also run the ablations")
     p.add_argument("--phase1-epochs", type=int, default=60, help="phase-1 epochs per run")

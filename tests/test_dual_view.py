@@ -61,7 +61,7 @@ def test_the_latent_depends_on_both_views():
 def test_builders_select_the_model_and_refuse_unknown_names():
     assert isinstance(build_autoencoder("paper", canvas_size=64, widths=WIDTHS), ROIAwareCAE)
     assert isinstance(build_autoencoder("dual_view", 64, 32, WIDTHS, ROI_WIDTHS), DualViewCAE)
-    assert isinstance(build_encoder("dual_view", WIDTHS, ROI_WIDTHS), DualViewEncoder)
+    assert isinstance(build_encoder("dual_view", widths=WIDTHS, roi_widths=ROI_WIDTHS), DualViewEncoder)
     with pytest.raises(ValueError, match="model must be one of"):
         build_autoencoder("unet")
 
@@ -96,7 +96,7 @@ def test_roi_terms_act_on_the_zoom_view_and_the_global_term_on_both():
 def test_dual_view_torchscript_and_onnx_encoders_match_eager(tmp_path):
     from bundle.deploy.export import encoder_inputs, export_onnx, max_latent_difference
 
-    encoder = build_encoder("dual_view", WIDTHS, ROI_WIDTHS).eval()
+    encoder = build_encoder("dual_view", widths=WIDTHS, roi_widths=ROI_WIDTHS).eval()
     scripted = torch.jit.script(encoder)
     inputs = encoder_inputs(64, 32, n=3, seed=1)
     with torch.no_grad():

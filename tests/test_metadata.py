@@ -108,7 +108,17 @@ def test_ckpt_export_of_the_full_network_reloads_with_metadata(tiny_trained, tmp
     )
     net, meta, _ = load_net_with_metadata(str(tmp_path / "model.ts"))
     assert meta["version"] == _metadata()["version"]
-    assert net(torch.rand(2, 1, 64, 96)).shape == (2, 1, 64, 96)  # the view mosaic: canvas | zoom view
+    # The eager network, built and loaded the way inference builds it, gives the same output.
+    from bundle.utils.checkpoints import load_model_weights
+    from bundle.utils.paths import INFERENCE_CONFIG, load_config
+
+    parser = load_config(INFERENCE_CONFIG, {"models_dir": str(root / "models")})
+    eager = load_model_weights(parser.get_parsed_content("network_def"), root / "models/model.pt").eval()
+    mosaic = torch.rand(2, 1, 64, 96, generator=torch.Generator().manual_seed(0))  # canvas | zoom view
+    with torch.no_grad():
+        scripted, expected = net.eval()(mosaic), eager(mosaic)
+    assert scripted.shape == (2, 1, 64, 96)
+    torch.testing.assert_close(scripted, expected, rtol=0, atol=1e-6)
 
 
 def test_checkpoints_of_0_7_0_with_a_model_key_still_load_and_export(tiny_trained, tmp_path):
@@ -124,7 +134,11 @@ def test_checkpoints_of_0_7_0_with_a_model_key_still_load_and_export(tiny_traine
     torch.save({"model": plain}, legacy)
     assert state_dict_key(legacy) == "model"
     encoder = build_encoder(
-        "dual_view", TINY_ARCH["network_widths"], TINY_ARCH["roi_network_widths"], latent_dim=128, norm="batch"
+        "dual_view",
+        widths=TINY_ARCH["network_widths"],
+        roi_widths=TINY_ARCH["roi_network_widths"],
+        latent_dim=128,
+        norm="batch",
     )
     loaded = load_model_weights(encoder, legacy).state_dict()
     assert all(torch.equal(loaded[k], plain[k]) for k in plain)

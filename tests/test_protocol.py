@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from bundle.protocol.runner import ProtocolSettings, run_protocol
+from bundle.protocol import ProtocolSettings, run_protocol
 from monai.bundle import ConfigWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +67,14 @@ def test_the_paper_model_runs_on_every_rotation_and_other_ablations_only_on_thei
         for seed in (0, 1):
             assert (site, seed, "roi_cae") in jobs and (site, seed, "paper_model") in jobs
             assert ((site, seed, "equal_weights") in jobs) == (site == 2)
+
+
+def test_run_folders_follow_the_preset_and_models_dir_overrides(tmp_path):
+    settings = ProtocolSettings(tmp_path, tmp_path / "data", [2], [0], ["roi_cae"], [2])
+    root = settings.run_dir(2, 0, "roi_cae")
+    assert settings.run_paths(2, 0, "roi_cae") == (root / "runs/quick", root / "models")
+    settings.overrides = {"preset": "long", "models_dir": str(tmp_path / "weights")}
+    assert settings.run_paths(2, 0, "roi_cae") == (root / "runs/long", tmp_path / "weights")
 
 
 def test_evaluate_overlay_writes_per_image_and_per_site_metrics(tmp_path, tiny_training):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bundle.benchmarks.common import result_row as _row
-from bundle.utils.paths import TRAIN_CONFIG
+from bundle.utils.paths import TRAIN_CONFIG, load_config
 
 # canvas size -> encoder/decoder widths (the quick and paper presets)
 PRESETS = {128: [16, 32, 64, 128, 128], 256: [32, 64, 128, 256, 256]}
@@ -34,11 +34,8 @@ def training_settings(quick: bool) -> list[tuple[int, list[int], int, int]]:
 
 def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_site: int):
     """The training config on a small synthetic set under ``root``, without validation or progress bars."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(TRAIN_CONFIG)
-    parser.update(
+    return load_config(
+        TRAIN_CONFIG,
         {
             "bundle_root": str(root),
             "dataset_dir": str(root / "data"),
@@ -52,9 +49,8 @@ def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_sit
             "val_interval": 10**6,
             "cache_workers": 0,
             "show_progress": False,
-        }
+        },
     )
-    return parser
 
 
 def _rate(stamps: list[tuple[float, int]], warmup: int) -> float:
@@ -163,7 +159,6 @@ def benchmark_pipeline(quick: bool = False) -> list[dict]:
     """
     from bundle.data.datasets import cached_dataset
     from bundle.training.workflow import prepare_datalist
-    from monai.bundle import ConfigParser
     from monai.data import Dataset
 
     rows = []
@@ -173,8 +168,7 @@ def benchmark_pipeline(quick: bool = False) -> list[dict]:
             Path(tmp) / "data", {"per_site": per_site, "sites": 3, "seed": 0, "size": None, "workers": 2}
         )
         n = len(entries)
-        parser = ConfigParser()
-        parser.read_config(TRAIN_CONFIG)
+        parser = load_config(TRAIN_CONFIG)
         chains = {
             "letterbox": parser.get_parsed_content("preprocessing"),
             "training": parser.get_parsed_content("train#dataset#transform"),

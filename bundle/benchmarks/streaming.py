@@ -22,16 +22,14 @@ import numpy as np
 import torch
 from bundle.benchmarks.common import result_row, run_isolated
 from bundle.utils.atomic import atomic_write_json
-from bundle.utils.paths import INFERENCE_CONFIG
+from bundle.utils.paths import INFERENCE_CONFIG, load_config
 
 
 def _write_model(models_dir: Path, seed: int = 0) -> None:
     """A seeded checkpoint of the config's CAE and a scorer fitted on random latents, as training leaves them."""
     from bundle.latent.scoring import fit_scorer, save_scorer
-    from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(str(INFERENCE_CONFIG))
+    parser = load_config(INFERENCE_CONFIG)
     torch.manual_seed(seed)
     models_dir.mkdir(parents=True, exist_ok=True)
     torch.save(parser.get_parsed_content("network_def").state_dict(), models_dir / "model.pt")

@@ -80,8 +80,8 @@ def _batches(
     encoder: ExportedEncoder, entries: list[dict], batch_size: int
 ) -> Iterator[tuple[list[dict], list | None]]:
     """Yield (entries, encoder inputs) batches; an unreadable entry comes alone with ``None`` and its ``error``."""
+    from bundle.data.safe_transforms import SafeLoadUltrasoundImaged, SafeROIZoomd
     from bundle.data.transforms import LetterboxROId
-    from bundle.deploy.inference import SafeLoadUltrasoundImaged, SafeROIZoomd
     from monai.transforms import Compose
 
     steps = [SafeLoadUltrasoundImaged(keys="image")]
@@ -117,7 +117,7 @@ def score_images(
     """Embed and score every image of a datalist or folder.
 
     Args:
-        source: datalist JSON or image folder (see :func:`bundle.deploy.inference.inference_items`).
+        source: datalist JSON or image folder (see :func:`bundle.data.items.inference_items`).
         encoder: exported encoder (``.ts`` or ``.onnx``).
         scorer: fitted scorer or its ``.npz`` (default: ``scorer.npz`` beside the encoder).
         batch_size: images per encoder call.
@@ -127,7 +127,7 @@ def score_images(
     Returns:
         one row per image with :data:`COLUMNS` (scores empty and ``error`` set when unreadable).
     """
-    from bundle.deploy.inference import inference_items
+    from bundle.data.items import inference_items
     from tqdm import tqdm
 
     model = ExportedEncoder(encoder)

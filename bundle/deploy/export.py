@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bundle.utils.atomic import atomic_path
-from bundle.utils.paths import REPO_ROOT
+from bundle.utils.paths import REPO_ROOT, load_config
 from torch import nn
 
 logger = logging.getLogger("fetal_nt_roi_cae")
@@ -185,7 +185,6 @@ def export_encoder(
         RuntimeError: when an exported encoder differs from the in-bundle one by more than 1e-5.
     """
     from bundle.utils.checkpoints import load_model_weights, saved_architecture
-    from monai.bundle import ConfigParser
 
     ckpt = Path(ckpt_file) if ckpt_file is not None else Path(output_dir) / "encoder.pt"
     if not ckpt.exists():
@@ -197,10 +196,7 @@ def export_encoder(
     unknown = set(formats) - {"ts", "onnx"}
     if unknown:
         raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose ts and/or onnx")
-    parser = ConfigParser()
-    parser.read_config(config_file)
-    parser.read_meta(meta_file)
-    parser.update(override)
+    parser = load_config(config_file, override, meta_file=meta_file)
     canvas_size = int(parser.get_parsed_content("canvas_size"))
     dual_view = parser.get("model", "paper") == "dual_view"
     roi_canvas_size = int(parser.get_parsed_content("roi_canvas_size")) if dual_view else None

@@ -27,16 +27,7 @@ from bundle.evaluation.fidelity import (
 )
 from bundle.evaluation.nt_measure import measure_nt_in_roi
 from bundle.model.batches import network_input
-from bundle.model.metrics import (
-    METRIC_NAMES,
-    ZOOM_METRIC_NAMES,
-    ms_ssim,
-    psnr,
-    roi_edge_error,
-    roi_mae,
-    split_views,
-    ssim,
-)
+from bundle.model.metrics import METRIC_NAMES, ZOOM_METRIC_NAMES, split_views, view_metrics
 from bundle.utils.atomic import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
 from bundle.utils.checkpoints import load_model_weights
 from torch import nn
@@ -111,37 +102,20 @@ def per_image_rows(preds: torch.Tensor, batch: dict) -> list[dict]:
     masks = torch.as_tensor(batch["roi_mask"]).float().to(preds.device)
     zoom = zoom_predictions(preds.float(), batch)
     preds = split_views(preds.float())["global"]
-    values = _metric_values(preds, images, masks, "")
+    values = view_metrics(preds, images, masks)
     if zoom is not None:
         views = torch.as_tensor(batch["roi_view"]).float().to(preds.device)
         values.update(
-            _metric_values(zoom, views, torch.as_tensor(batch["roi_view_mask"]).float().to(preds.device), "zoom_")
+            view_metrics(zoom, views, torch.as_tensor(batch["roi_view_mask"]).float().to(preds.device), prefix="zoom_")
         )
     rows = []
     for i, (x0, y0, x1, y1) in enumerate(_content_boxes(batch["letterbox"], len(images))):
         p, y = preds[i : i + 1, :, y0:y1, x0:x1], images[i : i + 1, :, y0:y1, x0:x1]
         row = {"case_id": batch["case_id"][i], "site": int(batch["site"][i]), "roi_area_px": float(masks[i].sum())}
         row.update({name: float(v[i]) for name, v in values.items()})
-        row.update(
-            {
-                "psnr_content": float(psnr(p, y)),
-                "ssim_content": float(ssim(p, y)),
-                "ms_ssim_content": float(ms_ssim(p, y)),
-            }
-        )
+        row.update({f"{name}_content": float(v) for name, v in view_metrics(p, y).items()})
         rows.append(row)
     return rows
-
-
-def _metric_values(preds: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, prefix: str) -> dict:
-    return {
-        f"{prefix}psnr": psnr(preds, images),
-        f"{prefix}ssim": ssim(preds, images),
-        f"{prefix}ms_ssim": ms_ssim(preds, images),
-        f"{prefix}roi_mae": roi_mae(preds, images, masks),
-        f"{prefix}roi_psnr": psnr(preds, images, mask=masks),
-        f"{prefix}roi_edge_mae": roi_edge_error(preds, images, masks),
-    }
 
 
 @torch.no_grad()

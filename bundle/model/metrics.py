@@ -7,7 +7,7 @@ axis (see :func:`split_target`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +155,7 @@ def roi_edge_error(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, eps: fl
     return ((gx - gy).abs() / m * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
-_PER_VIEW: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+PER_IMAGE_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
     "psnr": lambda p, y, m: psnr(p, y),
     "ssim": lambda p, y, m: ssim(p, y),
     "ms_ssim": lambda p, y, m: ms_ssim(p, y),
@@ -163,14 +163,45 @@ _PER_VIEW: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
     "roi_psnr": lambda p, y, m: psnr(p, y, mask=m),
     "roi_edge_mae": roi_edge_error,
 }
+"""The per-image metrics of one view, ``(pred, image, roi_mask) -> (B,)``: the one table that validation
+(:class:`ReconstructionMetric`), the report and inference score with (:func:`view_metrics`)."""
+WHOLE_VIEW_METRICS = ("psnr", "ssim", "ms_ssim")
+ROI_METRICS = ("roi_mae", "roi_psnr", "roi_edge_mae")
+
+
+def view_metrics(
+    pred: torch.Tensor,
+    image: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    names: Sequence[str] | None = None,
+    prefix: str = "",
+) -> dict[str, torch.Tensor]:
+    """Per-image metrics of one view from :data:`PER_IMAGE_METRICS`.
+
+    Args:
+        pred: reconstructions (B, 1, H, W) in [0, 1].
+        image: the originals (B, 1, H, W).
+        mask: ROI masks (B, 1, H, W); None scores only the whole-view metrics.
+        names: metrics to score (default: all, or :data:`WHOLE_VIEW_METRICS` without a mask).
+        prefix: prepended to each name in the result (``zoom_`` for the zoom view).
+
+    Returns:
+        ``{prefix + name: values (B,)}`` in the order of ``names``.
+    """
+    if names is None:
+        names = tuple(PER_IMAGE_METRICS) if mask is not None else WHOLE_VIEW_METRICS
+    missing = [n for n in names if n in ROI_METRICS] if mask is None else []
+    if missing:
+        raise ValueError(f"metrics {missing} need an ROI mask")
+    return {f"{prefix}{name}": PER_IMAGE_METRICS[name](pred, image, mask) for name in names}
 
 
 def _named(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Per-image metric by name: plain names score the canvas, ``zoom_`` names the zoom view."""
     view, base = (ROI, name[len("zoom_") :]) if name.startswith("zoom_") else (GLOBAL, name)
-    if base not in _PER_VIEW:
+    if base not in PER_IMAGE_METRICS:
         raise ValueError(f"unknown metric {name!r}; choose from {sorted(METRIC_NAMES + ZOOM_METRIC_NAMES)}")
-    fn = _PER_VIEW[base]
+    fn = PER_IMAGE_METRICS[base]
 
     def per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         preds, targets = split_views(pred), split_views(target)

@@ -8,6 +8,7 @@ tensor), which keeps MONAI's ``verify_net_in_out``, ``ckpt_export`` and MONAI La
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from bundle.model.views import ViewLayout
@@ -295,21 +296,18 @@ def build_autoencoder(
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 
 
-def build_encoder(
-    model: str = "dual_view",
-    widths: Sequence[int] = (32, 64, 128, 256, 256),
-    roi_widths: Sequence[int] = (16, 32, 64, 128),
-    latent_dim: int = 128,
-    norm: str = "batch",
-    in_channels: int = 1,
-) -> nn.Module:
+def build_encoder(model: str = "dual_view", **settings: Any) -> nn.Module:
     """The encoder of :func:`build_autoencoder`'s model, on its own (for export).
+
+    Args:
+        model: ``dual_view`` or ``paper``.
+        settings: further arguments of :func:`build_autoencoder` (``widths``, ``roi_widths``,
+            ``latent_dim``, ``norm``, ``in_channels``); the canvas sizes do not change the encoder.
+
+    Returns:
+        the ``encoder`` of the built autoencoder (:class:`DualViewEncoder` or :class:`CAEEncoder`).
 
     Raises:
         ValueError: for an unknown model name.
     """
-    if model == "dual_view":
-        return DualViewEncoder(in_channels, widths, roi_widths, latent_dim, norm)
-    if model == "paper":
-        return CAEEncoder(in_channels, widths, latent_dim, norm)
-    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    return build_autoencoder(model, **settings).encoder

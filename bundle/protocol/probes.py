@@ -23,27 +23,28 @@ def probe_study(settings, finished_runs) -> dict:
     """Run the probes (no figures) on each finished run of the method and average over seeds.
 
     Args:
-        settings: the :class:`~bundle.protocol.runner.ProtocolSettings` (for the seed of the probe).
-        finished_runs: ``(site, seed, run root, parsed config)`` of every finished main run.
+        settings: the :class:`~bundle.protocol.variants.ProtocolSettings` (for the seed of the probe).
+        finished_runs: ``(site, seed, run folders, parsed config)`` of every finished main run
+            (:func:`~bundle.protocol.runs.finished_main_runs`).
 
     Returns:
         ``{site: {phase: {label: mean over seeds}}}``; each run's own report is in
-        ``<run>/runs/quick/probes/``.
+        ``probes/`` of the run's output folder.
     """
     from monai.utils import set_determinism
 
     collected: dict = {}
-    for site, seed, root, parser in finished_runs:
+    for site, seed, paths, parser in finished_runs:
         set_determinism(seed=seed)
         metrics = write_probe_report(
             parser.get_parsed_content("network_def"),
-            {"phase1": root / "models/phase1/model.pt", "phase2": root / "models/model.pt"},
+            {"phase1": paths.models / "phase1/model.pt", "phase2": paths.models / "model.pt"},
             {
                 "train": parser.get_parsed_content("scoring#train_dataloader"),
                 "val": parser.get_parsed_content("report#val_dataloader"),
                 "held_out": parser.get_parsed_content("report#held_out_dataloader"),
             },
-            root / "runs/quick/probes",
+            paths.output / "probes",
             "cpu",
             ProbeSettings(seed=seed, umap=False),
             figures=False,
