@@ -7,7 +7,7 @@ import math
 import bundle.diffice.counterfactual as cf
 import pytest
 import torch
-from bundle.diffice.counterfactual import GuidanceSettings, diff_ice, guided_pass, search_lambda
+from bundle.diffice.counterfactual import GuidanceSettings, Sampler, diff_ice, guided_pass, search_lambda
 from bundle.diffice.schedule import NoiseSchedule
 from torch import nn
 
@@ -129,7 +129,7 @@ def test_zero_guidance_equals_the_unguided_respaced_chain():
     x = _images()
     settings = GuidanceSettings(tau=6, lambda_c=0.0, lambda_p=0.0)
     generator = torch.Generator().manual_seed(3)
-    guided = guided_pass(x, x, denoise32, respaced, LinearClassifier(64), None, settings, generator)
+    guided = guided_pass(x, x, Sampler(denoise32, respaced, LinearClassifier(64)), settings, generator)
     g = torch.Generator().manual_seed(3)
     z = schedule.q_sample(x, respaced.timesteps[6], torch.randn(x.shape, generator=g))
     for i in range(6, -1, -1):
@@ -157,7 +157,7 @@ def test_guidance_raises_the_standard_plane_probability():
     for lambda_c in (0.0, 40.0):
         settings = GuidanceSettings(tau=10, lambda_c=lambda_c, lambda_p=0.0)
         results[lambda_c] = p_sp(
-            guided_pass(x, x, denoise32, respaced, classifier, None, settings, torch.Generator().manual_seed(0))
+            guided_pass(x, x, Sampler(denoise32, respaced, classifier), settings, torch.Generator().manual_seed(0))
         )
     assert results[40.0] > results[0.0] + 0.1
 
@@ -184,7 +184,8 @@ def test_efficient_guidance_never_backpropagates_through_the_unet(gradient, expe
     respaced = NoiseSchedule(1000).respaced(10)
     settings = GuidanceSettings(tau=4, lambda_c=40.0, lambda_p=1.0, gradient=gradient)
     x = _images(4)
-    guided_pass(x, x, lambda z, t: unet(z, t), respaced, LinearClassifier(64), lambda im: im.flatten(1), settings, None)
+    sampler = Sampler(lambda z, t: unet(z, t), respaced, LinearClassifier(64), lambda im: im.flatten(1))
+    guided_pass(x, x, sampler, settings, None)
     assert all(p.grad is None for p in unet.parameters())  # never accumulates into the UNet
     assert (unet.backward_calls > 0) == expect_backward
 
@@ -199,7 +200,7 @@ def test_iterations_chain_from_the_previous_output_with_proximity_to_the_origina
     monkeypatch.setattr(cf, "guided_pass", fake_pass)
     original = torch.zeros(2, 1, 4, 4)
     seen = []
-    outputs = diff_ice(original, None, None, None, None, None, 3, on_iteration=lambda level, out: seen.append(level))
+    outputs = diff_ice(original, None, None, 3, on_iteration=lambda level, out: seen.append(level))
     assert [float(o.mean()) for o in outputs] == [1.0, 2.0, 3.0]
     assert calls[0][0] is original and calls[1][0] is outputs[0] and calls[2][0] is outputs[1]
     assert all(c[1] is original for c in calls) and seen == [1, 2, 3]

@@ -9,8 +9,24 @@ from bundle.data.synthetic.generator import generate_case
 from bundle.data.transforms import LetterboxGeometry, letterbox_image, unletterbox_image
 from bundle.evaluation.nt_measure import measure_nt_in_roi
 from bundle.evaluation.statistics import bootstrap_ci, paired_comparison, seed_spread
-from bundle.model.metrics import psnr, ssim
+from bundle.model.metrics import PER_IMAGE_METRICS, ROI_METRICS, WHOLE_VIEW_METRICS, psnr, ssim, view_metrics
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+
+def test_view_metrics_is_the_one_per_image_table():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 1, 64, 64, generator=generator)
+    pred = (image + 0.1 * torch.randn(image.shape, generator=generator)).clamp(0, 1)
+    mask = torch.zeros_like(image)
+    mask[..., 20:40, 16:48] = 1
+    rows = view_metrics(pred, image, mask, prefix="zoom_")
+    assert list(rows) == [f"zoom_{name}" for name in PER_IMAGE_METRICS]
+    for name, fn in PER_IMAGE_METRICS.items():
+        torch.testing.assert_close(rows[f"zoom_{name}"], fn(pred, image, mask))
+        assert rows[f"zoom_{name}"].shape == (3,)
+    assert set(view_metrics(pred, image)) == set(WHOLE_VIEW_METRICS)
+    with pytest.raises(ValueError, match="need an ROI mask"):
+        view_metrics(pred, image, names=[next(iter(ROI_METRICS))])
 
 
 def test_psnr_and_ssim_match_scikit_image():

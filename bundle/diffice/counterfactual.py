@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from bundle.diffice.schedule import RespacedSchedule
 
-__all__ = ["GuidanceSettings", "guided_pass", "diff_ice", "search_lambda", "SearchResult"]
+__all__ = ["GuidanceSettings", "Sampler", "guided_pass", "diff_ice", "search_lambda", "SearchResult"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, original step) -> eps
 
@@ -50,6 +50,23 @@ class GuidanceSettings:
             raise ValueError(f"gradient must be 'x0' or 'x_t', got {self.gradient!r}")
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """The frozen parts of a guided chain: what every pass of Diff-ICE uses.
+
+    Args:
+        denoiser: ``eps = denoiser(x_t, original_step)``.
+        schedule: the re-spaced chain.
+        classifier: logits of (NSP, SP) for images in [0, 1]; frozen.
+        psi: frozen feature extractor for the proximity term, or None.
+    """
+
+    denoiser: Denoiser
+    schedule: RespacedSchedule
+    classifier: Callable[[torch.Tensor], torch.Tensor]
+    psi: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1]."""
     return (x + 1.0) / 2.0
@@ -76,10 +93,7 @@ def guidance_loss(
 def guided_pass(
     x: torch.Tensor,
     original: torch.Tensor,
-    denoiser: Denoiser,
-    schedule: RespacedSchedule,
-    classifier: Callable[[torch.Tensor], torch.Tensor],
-    psi: Callable[[torch.Tensor], torch.Tensor] | None,
+    sampler: Sampler,
     settings: GuidanceSettings,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -88,16 +102,14 @@ def guided_pass(
     Args:
         x: the pass's input in [-1, 1] (the original for the first pass, the last output after).
         original: the original images (proximity target).
-        denoiser: ``eps = denoiser(x_t, original_step)``.
-        schedule: the re-spaced chain.
-        classifier: logits of (NSP, SP) for images in [0, 1]; frozen.
-        psi: frozen feature extractor for the proximity term, or None.
+        sampler: denoiser, re-spaced chain, frozen classifier and ``psi``.
         settings: tau, lambdas, target class, gradient mode.
         generator: random generator (forward noise and the per-step noise).
 
     Returns:
         the counterfactual in [-1, 1].
     """
+    denoiser, schedule, classifier, psi = sampler.denoiser, sampler.schedule, sampler.classifier, sampler.psi
     tau = settings.tau
     if not 0 <= tau < len(schedule):
         raise ValueError(f"tau {tau} must be a kept step in [0, {len(schedule) - 1}]")
@@ -134,10 +146,7 @@ def guided_pass(
 
 def diff_ice(
     original: torch.Tensor,
-    denoiser: Denoiser,
-    schedule: RespacedSchedule,
-    classifier: Callable[[torch.Tensor], torch.Tensor],
-    psi: Callable[[torch.Tensor], torch.Tensor] | None,
+    sampler: Sampler,
     settings: GuidanceSettings,
     iterations: int,
     generator: torch.Generator | None = None,
@@ -147,10 +156,7 @@ def diff_ice(
 
     Args:
         original: images in [-1, 1].
-        denoiser: see :func:`guided_pass`.
-        schedule: the re-spaced chain.
-        classifier: the frozen guide.
-        psi: the frozen feature extractor, or None.
+        sampler: see :func:`guided_pass`.
         settings: pass settings.
         iterations: ``L`` (1 = Diff-ICE_1).
         generator: random generator.
@@ -163,7 +169,7 @@ def diff_ice(
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     outputs, x = [], original
     for level in range(1, iterations + 1):
-        x = guided_pass(x, original, denoiser, schedule, classifier, psi, settings, generator)
+        x = guided_pass(x, original, sampler, settings, generator)
         outputs.append(x)
         if on_iteration is not None:
             on_iteration(level, x)

@@ -12,13 +12,14 @@ import logging
 import os
 import resource
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from bundle.diffice import metrics as M
-from bundle.diffice.counterfactual import GuidanceSettings, diff_ice, search_lambda, to_unit
+from bundle.diffice.counterfactual import GuidanceSettings, Sampler, diff_ice, search_lambda, to_unit
 from bundle.diffice.data import SP
 from bundle.diffice.schedule import NoiseSchedule
 from bundle.model.batches import plain_tensor
@@ -27,9 +28,28 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["collect", "balanced_accuracy", "mean_dice", "counterfactual_study", "write_diffice_report"]
+__all__ = ["StudyModels", "collect", "balanced_accuracy", "mean_dice", "counterfactual_study", "write_diffice_report"]
 
 COLUMNS = ("flip_ratio", "mad", "bkl", "fid_like", "fsd_like", "sonosim_like", "mqd", "seconds_per_batch", "peak_mb")
+
+
+@dataclass(frozen=True)
+class StudyModels:
+    """The trained parts of a counterfactual study.
+
+    Args:
+        unet: the trained eps-prediction DDPM UNet.
+        guide: the guiding classifier ``f`` (frozen, with ``segment``).
+        oracle: the independent oracle classifier (frozen).
+        psi: the frozen feature function on [0, 1] images.
+        schedule: the forward process of the DDPM.
+    """
+
+    unet: nn.Module
+    guide: nn.Module
+    oracle: nn.Module
+    psi: Callable[[torch.Tensor], torch.Tensor]
+    schedule: NoiseSchedule
 
 
 def collect(data_loader, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -78,9 +98,7 @@ def iteration_metrics(
     counterfactuals: torch.Tensor,
     originals: torch.Tensor,
     reference_sp: torch.Tensor,
-    guide: nn.Module,
-    oracle: nn.Module,
-    psi,
+    models: StudyModels,
     called_nsp: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Table 2 metrics of one set of counterfactuals (all images in [0, 1]).
@@ -89,14 +107,14 @@ def iteration_metrics(
         counterfactuals: (B, 1, H, W).
         originals: their inputs.
         reference_sp: real standard planes (the Frechet reference).
-        guide: the guiding classifier (flip ratio, BKL, FSD-like features through its segmenter).
-        oracle: the independent classifier (MQD).
-        psi: feature function (FID-like and SonoSim-like).
+        models: the guide (flip ratio, BKL, FSD-like features through its segmenter), the oracle
+            (MQD) and ``psi`` (FID-like and SonoSim-like).
         called_nsp: (B,) bool, the inputs the guide called non-standard; adds their flip ratio.
 
     Returns:
         metric name -> value.
     """
+    guide, oracle, psi = models.guide, models.oracle, models.psi
     p_guide = _probabilities(guide, counterfactuals)
     extra = {}
     if called_nsp is not None:
@@ -121,7 +139,7 @@ def iteration_metrics(
 
 
 def _run_method(
-    inputs, denoiser, respaced, guide, psi, chosen: GuidanceSettings, iterations: int, settings, device, scale: float
+    inputs: torch.Tensor, sampler: Sampler, chosen: GuidanceSettings, iterations: int, settings, device, scale: float
 ):
     """One method with the lambda_c search (each value times ``scale``); returns (search, s per pass, batches, s)."""
     generator = torch.Generator(device=device).manual_seed(int(settings["seed"]))
@@ -142,10 +160,7 @@ def _run_method(
 
             passes = diff_ice(
                 chunk.to(device) * 2.0 - 1.0,
-                denoiser,
-                respaced,
-                guide,
-                psi,
+                sampler,
                 replace(chosen, lambda_c=lambda_c * scale),
                 iterations,
                 generator,
@@ -156,7 +171,7 @@ def _run_method(
         return [torch.cat(level) for level in outputs]
 
     def is_flipped(images: torch.Tensor) -> torch.Tensor:
-        return _probabilities(guide, images.to(device)).cpu() > 0.5
+        return _probabilities(sampler.classifier, images.to(device)).cpu() > 0.5
 
     started = time.perf_counter()
     search = search_lambda(inputs, run, is_flipped, tuple(settings["lambdas"]))
@@ -166,11 +181,7 @@ def _run_method(
 def counterfactual_study(
     inputs: torch.Tensor,
     reference_sp: torch.Tensor,
-    unet: nn.Module,
-    guide: nn.Module,
-    oracle: nn.Module,
-    psi,
-    schedule: NoiseSchedule,
+    models: StudyModels,
     settings: dict,
     device: torch.device,
     methods: tuple[str, ...] = ("Diff-ICE", "Diff-ICE_1", "Diff-ICE (grad x_t)"),
@@ -180,11 +191,7 @@ def counterfactual_study(
     Args:
         inputs: (B, 1, H, W) non-standard planes.
         reference_sp: real standard planes for the Frechet distances.
-        unet: the trained eps-prediction UNet.
-        guide: the guiding classifier ``f`` (frozen).
-        oracle: the independent oracle (frozen).
-        psi: the frozen feature function.
-        schedule: the forward process.
+        models: the UNet, guide, oracle, ``psi`` and forward process.
         settings: ``num_inference_steps``, ``tau``, ``iterations``, ``lambdas``, ``lambda_p``,
             ``lambda_scale`` (multiplies both lambdas; default 1), ``batch_size``, ``seed``.
         device: where to run.
@@ -194,11 +201,13 @@ def counterfactual_study(
         ``{"methods": {name: {"iterations": [metrics per iteration], "lambda_counts": ...}},
         "counterfactuals": {name: [tensor per iteration]}}``.
     """
-    respaced = schedule.respaced(int(settings["num_inference_steps"]))
+    unet, guide = models.unet, models.guide
     unet.eval()
 
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return unet(x, timesteps=t)
+
+    sampler = Sampler(denoiser, models.schedule.respaced(int(settings["num_inference_steps"])), guide, models.psi)
 
     scale = float(settings.get("lambda_scale", 1.0))
     base = GuidanceSettings(tau=int(settings["tau"]), lambda_p=float(settings["lambda_p"]) * scale)
@@ -208,12 +217,12 @@ def counterfactual_study(
         iterations = 1 if method == "Diff-ICE_1" else int(settings["iterations"])
         chosen = replace(base, gradient="x_t" if "x_t" in method else "x0")
         search, pass_seconds, batches, elapsed = _run_method(
-            inputs, denoiser, respaced, guide, psi, chosen, iterations, settings, device, scale
+            inputs, sampler, chosen, iterations, settings, device, scale
         )
         rows = []
         for level, counterfactuals in enumerate(search.outputs, start=1):
             row = iteration_metrics(
-                counterfactuals.to(device), inputs.to(device), reference_sp.to(device), guide, oracle, psi, called_nsp
+                counterfactuals.to(device), inputs.to(device), reference_sp.to(device), models, called_nsp
             )
             per_batch = sum(pass_seconds[:level]) / max(batches, 1)
             row.update({"iteration": level, "seconds_per_batch": per_batch, "peak_mb": _peak_mb(device)})
@@ -295,11 +304,7 @@ def _figure(inputs: torch.Tensor, results: dict, guide: nn.Module, path: Path, d
 
 def write_diffice_report(
     test_loader,
-    unet: nn.Module,
-    guide: nn.Module,
-    oracle: nn.Module,
-    psi,
-    schedule: NoiseSchedule,
+    models: StudyModels,
     settings: dict,
     output_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -309,11 +314,7 @@ def write_diffice_report(
 
     Args:
         test_loader: loader over the held-out test items.
-        unet: trained DDPM UNet.
-        guide: guiding classifier (with ``segment``).
-        oracle: independent classifier.
-        psi: feature function on [0, 1] images.
-        schedule: forward process of the DDPM.
+        models: the trained UNet, guide (with ``segment``), oracle, ``psi`` and forward process.
         settings: see :func:`counterfactual_study`, plus ``max_inputs`` and ``methods``.
         output_dir: report folder (created).
         device: where to run.
@@ -325,11 +326,12 @@ def write_diffice_report(
     device = torch.device(device)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    for network in (unet, guide, oracle):
+    guide, oracle = models.guide, models.oracle
+    for network in (models.unet, guide, oracle):
         network.to(device).eval()
     test = collect(test_loader, device)
     images = test["image"]
-    models = {
+    accuracy = {
         "guide_balanced_accuracy": balanced_accuracy(_features(lambda x: guide(x).argmax(1), images), test["plane"]),
         "oracle_balanced_accuracy": balanced_accuracy(_features(lambda x: oracle(x).argmax(1), images), test["plane"]),
         "segmentation_dice": mean_dice(
@@ -338,12 +340,10 @@ def write_diffice_report(
     }
     nsp = test["image"][test["plane"] != SP][: int(settings["max_inputs"])].cpu()
     reference = test["image"][test["plane"] == SP].cpu()
-    results = counterfactual_study(
-        nsp, reference, unet, guide, oracle, psi, schedule, settings, device, tuple(settings["methods"])
-    )
-    baseline = iteration_metrics(nsp.to(device), nsp.to(device), reference.to(device), guide, oracle, psi)
+    results = counterfactual_study(nsp, reference, models, settings, device, tuple(settings["methods"]))
+    baseline = iteration_metrics(nsp.to(device), nsp.to(device), reference.to(device), models)
     summary = {
-        "models": models,
+        "models": accuracy,
         "inputs_row": baseline,
         "inputs": len(nsp),
         "reference": len(reference),
