@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from bundle.cli import main
+from bundle.deploy.package import DEFAULT_WEIGHTS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,10 @@ def test_hugging_face_package_loads_offline_with_monai_bundle_load(tiny_trained,
         "LICENSE",
     ):
         assert (hub / required).is_file(), required
+    # the Hub schema (meta_schema_hf_20250321.json) also requires ``name`` and ``huggingface_url``
+    meta = json.loads((hub / "configs/metadata.json").read_text())
+    assert meta["name"] == "fetal_nt_roi_cae"
+    assert meta["huggingface_url"] == DEFAULT_WEIGHTS_URL.rsplit("/resolve", 1)[0]
     card = (hub / "README.md").read_text()
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert "license: apache-2.0" in front and "library_name: monai" in front and "- monai" in front

@@ -141,3 +141,10 @@ def test_isort_with_the_zoo_options_changes_nothing():
 def test_flake8_with_the_zoo_selection_finds_nothing():
     result = _run("flake8", *FLAKE8, "bundle", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zoo_checks_script_parses_and_explains_its_arguments():
+    script = REPO_ROOT / ".ci" / "zoo_checks.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 2 and "MODEL_ZOO_CHECKOUT PACKAGE SCHEMA_JSON" in result.stdout
