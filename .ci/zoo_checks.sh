@@ -13,8 +13,8 @@
 # large_files.yml, version and changelog, metadata against the schema) and -m full
 # (properties of the inference config, verify_net_in_out, ckpt_export of models/model.pt without
 # --key_in_ckpt); then the zoo's code style with its setup.cfg: black --skip-magic-trailing-comma,
-# isort, flake8. The pre-commit JSON/end-of-file hooks need the hooks' repositories (internet), so
-# tests/test_zoo_conventions.py runs their rules instead.
+# isort, flake8; and the rules of the zoo's pre-commit JSON, end-of-file and whitespace hooks
+# (pre-commit itself needs the hooks' repositories from the internet).
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
     sed -n 2,10p "$0"
@@ -52,4 +52,25 @@ echo "== isort --check (the zoo's setup.cfg)"
 isort --settings-path setup.cfg --check-only "models/$name"
 echo "== flake8 (the zoo's setup.cfg)"
 flake8 --config setup.cfg "models/$name"
+echo "== pre-commit rules: pretty-format-json --no-sort-keys --indent=4, end-of-file-fixer, trailing-whitespace"
+python - "models/$name" <<'PY'
+import json, pathlib, sys
+
+bad = []
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*")):
+    if not path.is_file() or path.suffix in (".pt", ".ts", ".onnx", ".npz", ".png", ".zip"):
+        continue
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        continue
+    if path.suffix == ".json" and text != json.dumps(json.loads(text), indent=4, ensure_ascii=False) + "\n":
+        bad.append(f"{path}: not as pretty-format-json --no-sort-keys --indent=4 writes it")
+    if text and (not text.endswith("\n") or text.endswith("\n\n")):
+        bad.append(f"{path}: must end with exactly one newline")
+    if any(line != line.rstrip() for line in text.splitlines()):
+        bad.append(f"{path}: trailing whitespace")
+print("\n".join(bad) or "ok")
+sys.exit(1 if bad else 0)
+PY
 echo "all zoo checks passed on $work/models/$name"

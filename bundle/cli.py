@@ -97,7 +97,8 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
     overrides = _parse_settings(args.set)
     settings = ProtocolSettings(
         output_dir=Path(args.output),
-        dataset_dir=Path(args.dataset_dir),
+        dataset_dir=Path(args.dataset_dir or "data/synthetic"),
+        generate_synthetic=args.dataset_dir is None,
         sites=args.sites,
         seeds=args.seeds,
         variants=list(VARIANTS) if args.variants == ["all"] else args.variants,
@@ -198,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("protocol", help="train and evaluate all site rotations, seeds and ablations; one report")
     p.add_argument("--output", default="runs/protocol", help="protocol folder (runs/ and report/)")
-    p.add_argument("--dataset-dir", default="data/synthetic", help="dataset folder (synthetic data made when missing)")
+    p.add_argument(
+        "--dataset-dir", default=None, help="dataset folder (default data/synthetic, generated there when missing)"
+    )
     p.add_argument("--sites", type=int, nargs="+", default=[0, 1, 2], help="held-out sites, one rotation each")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument(

@@ -26,6 +26,7 @@ def error_messages(error: BaseException) -> list[str]:
 
 
 TINY_TRAINING = {
+    "synthetic#generate": True,  # tests train in temporary folders, away from the default data/synthetic
     "synthetic#per_site": 6,
     "synthetic#size": [64, 64],
     "synthetic#workers": 1,

@@ -31,6 +31,9 @@ def test_package_is_reproducible_and_runs_inference_from_an_empty_folder(tiny_tr
     assert all(n.startswith("fetal_nt_roi_cae/") for n in names)
     for required in ("configs/inference.json", "configs/metadata.json", "models/model.pt", "docs/README.md", "LICENSE"):
         assert f"fetal_nt_roi_cae/{required}" in names, required
+    for name in (n for n in names if n.endswith(".json")):  # the zoo's pretty-format-json hook, trained files too
+        text = (tmp_path / "unpacked" / name).read_text()
+        assert text == json.dumps(json.loads(text), indent=4, ensure_ascii=False) + "\n", name
     outputs = ("fetal_nt_roi_cae/runs/", "fetal_nt_roi_cae/data/", "fetal_nt_roi_cae/tests/")
     assert not [n for n in names if "__pycache__" in n or n.startswith(outputs) or n.endswith(".pyc")]
     bundle_dir = tmp_path / "unpacked/fetal_nt_roi_cae"

@@ -39,6 +39,7 @@ def _parser(root: Path, canvas: int, widths: list[int], batch_size: int, per_sit
         {
             "bundle_root": str(root),
             "dataset_dir": str(root / "data"),
+            "synthetic#generate": True,
             "synthetic#per_site": per_site,
             "synthetic#size": [canvas, canvas],
             "model": "paper",  # the plain-PyTorch side trains the same single-view network
@@ -165,7 +166,8 @@ def benchmark_pipeline(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         per_site = 4 if quick else 40
         entries = prepare_datalist(
-            Path(tmp) / "data", {"per_site": per_site, "sites": 3, "seed": 0, "size": None, "workers": 2}
+            Path(tmp) / "data",
+            {"per_site": per_site, "sites": 3, "seed": 0, "size": None, "workers": 2, "generate": True},
         )
         n = len(entries)
         parser = load_config(TRAIN_CONFIG)

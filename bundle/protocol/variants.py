@@ -84,7 +84,9 @@ class ProtocolSettings:
 
     Args:
         output_dir: protocol folder (runs and ``report/``).
-        dataset_dir: dataset folder (synthetic data is generated there when missing).
+        dataset_dir: dataset folder.
+        generate_synthetic: generate the synthetic dataset in ``dataset_dir`` when it has no datalist
+            (the CLI sets it only for its default folder; never over files it did not write).
         sites: held-out sites (one rotation each).
         seeds: training seeds.
         variants: methods to train (``roi_cae`` always included).
@@ -103,6 +105,7 @@ class ProtocolSettings:
     phase1_epochs: int = 60
     phase2_epochs: int = 30
     overrides: dict = field(default_factory=dict)
+    generate_synthetic: bool = False
 
     def run_dir(self, site: int, seed: int, variant: str) -> Path:
         """Bundle root of one run."""
@@ -131,6 +134,7 @@ class ProtocolSettings:
             "seed": seed,
             "phase1_epochs": self.phase1_epochs,
             "phase2_epochs": self.phase2_epochs,
+            "synthetic#generate": self.generate_synthetic,
             **self.overrides,
             **VARIANTS[variant].overrides,
         }

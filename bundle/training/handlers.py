@@ -407,7 +407,7 @@ class BestModelSaver:
             return
         save_models({self.save_dir / name: module for name, module in self.files.items()})
         info = {"metric": self.metric, "value": value, "epoch": self.best_epoch, "architecture": self.architecture}
-        atomic_write_json(self.save_dir / "best.json", info)
+        atomic_write_json(self.save_dir / "best.json", info, indent=4)  # the zoo's pretty-format-json style
         logger.info(
             f"new best {self.metric} = {value:.5f} at epoch {self.best_epoch}: "
             f"saved {sorted(self.files)} to {self.save_dir}"

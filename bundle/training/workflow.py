@@ -26,20 +26,29 @@ def datalist_path(dataset_dir: str | os.PathLike) -> Path:
     return path if path.suffix.lower() == ".json" else path / "datalist.json"
 
 
-def prepare_datalist(dataset_dir: str | os.PathLike, synthetic: dict | None = None) -> list[dict]:
-    """Return validated datalist entries, first creating the synthetic dataset when there is none.
+def prepare_datalist(
+    dataset_dir: str | os.PathLike, synthetic: dict | None = None, synthetic_dir: str | os.PathLike | None = None
+) -> list[dict]:
+    """Return validated datalist entries, first creating the synthetic dataset where that is safe.
+
+    Synthetic data is generated only when there is no datalist and either ``dataset_dir`` is the
+    default location ``synthetic_dir`` or ``synthetic["generate"]`` is true; it never writes into a
+    folder holding files it did not write. Anything else is an error naming the path, so a mistyped
+    path never trains on synthetic data or touches the user's files.
 
     Args:
         dataset_dir: dataset folder (holding ``datalist.json``) or a datalist file.
-        synthetic: settings of the synthetic dataset to create when no datalist exists
-            (``per_site``, ``sites``, ``seed``, ``size`` as [W, H] or None, ``workers``, ``masks``
-            to also write structure label maps); None to require an existing datalist.
+        synthetic: settings of the synthetic dataset (``per_site``, ``sites``, ``seed``, ``size`` as
+            [W, H] or None, ``workers``, ``masks`` to also write structure label maps, ``generate``
+            to allow a location other than ``synthetic_dir``); None to require an existing datalist.
+        synthetic_dir: the config's default dataset folder, where synthetic data may be generated.
 
     Returns:
         the entries with absolute image paths.
 
     Raises:
-        FileNotFoundError: when there is no datalist and no synthetic settings.
+        FileNotFoundError: when there is no datalist and generating one is not allowed there.
+        FileExistsError: when the generator would write into a folder of someone else's files.
         DatalistError: listing every problem of a broken datalist (nothing is trained on it).
     """
     path = datalist_path(dataset_dir)
@@ -47,28 +56,47 @@ def prepare_datalist(dataset_dir: str | os.PathLike, synthetic: dict | None = No
     if distributed and torch.distributed.get_rank() > 0:
         torch.distributed.barrier()  # rank 0 creates the dataset first
     elif not path.exists():
-        if not synthetic:
-            raise FileNotFoundError(
-                f"{path}: no datalist; create one (python -m bundle synth / convert-shenzhen) or set dataset_dir"
-            )
-        from bundle.data.synthetic.dataset import write_synthetic_dataset
-
-        size = synthetic.get("size")
-        logger.info(f"no datalist at {path}: generating the synthetic dataset ({synthetic})")
-        write_synthetic_dataset(
-            path.parent,
-            per_site=int(synthetic["per_site"]),
-            sites=int(synthetic.get("sites", 3)),
-            seed=int(synthetic.get("seed", 0)),
-            size=tuple(size) if size else None,
-            workers=int(synthetic.get("workers", 1)),
-            masks=bool(synthetic.get("masks", False)),
-        )
+        _generate_synthetic(Path(dataset_dir), path, synthetic, synthetic_dir)
     if distributed and torch.distributed.get_rank() == 0:
         torch.distributed.barrier()
     entries = load_validated_datalist(path, progress=sys.stderr.isatty())
     logger.info(f"datalist {path}: {len(entries)} valid entries")
     return entries
+
+
+def _generate_synthetic(dataset_dir: Path, path: Path, synthetic: dict | None, synthetic_dir) -> None:
+    """Write the synthetic dataset for :func:`prepare_datalist`, or say why it may not."""
+    at_default = synthetic_dir is not None and dataset_dir.resolve() == Path(synthetic_dir).resolve()
+    named_file = path.name != "datalist.json"  # a datalist file that does not exist: never generate
+    if named_file or not synthetic or not (at_default or synthetic.get("generate")):
+        hint = ""
+        if dataset_dir.suffix and dataset_dir.suffix.lower() != ".json":
+            hint = f" ({dataset_dir.name!r} looks like a file name: a datalist file must end in .json)"
+        elif named_file:
+            hint = f" (no such datalist file; the folder holds {_json_files(path.parent)})"
+        raise FileNotFoundError(
+            f"{path}: no datalist{hint}. Fix dataset_dir: a folder holding datalist.json, or a .json datalist "
+            f"file; create one with python -m bundle synth / convert-shenzhen. Synthetic data is generated only "
+            f"at the default location ({synthetic_dir}) or with --synthetic#generate true"
+        )
+    from bundle.data.synthetic.dataset import write_synthetic_dataset
+
+    size = synthetic.get("size")
+    logger.info(f"no datalist at {path}: generating the synthetic dataset ({synthetic})")
+    write_synthetic_dataset(
+        path.parent,
+        per_site=int(synthetic["per_site"]),
+        sites=int(synthetic.get("sites", 3)),
+        seed=int(synthetic.get("seed", 0)),
+        size=tuple(size) if size else None,
+        workers=int(synthetic.get("workers", 1)),
+        masks=bool(synthetic.get("masks", False)),
+    )
+
+
+def _json_files(folder: Path) -> str:
+    names = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+    return ", ".join(names[:5]) if names else "no .json file" if folder.is_dir() else "nothing: it does not exist"
 
 
 def setup_logging(output_dir: str | os.PathLike, filename: str = "train.log") -> Path:

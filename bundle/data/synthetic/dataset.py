@@ -89,6 +89,30 @@ def render_and_write(task: SynthTask) -> dict:
     return entry
 
 
+#: written first into every folder the generator fills; only such a folder (or an empty one) is written again
+MARKER = ".fetal_nt_synthetic"
+
+
+def claim_output_folder(root: Path) -> None:
+    """Make ``root`` the generator's: refuse a folder that holds anything the generator did not write.
+
+    Args:
+        root: the dataset folder (created when missing).
+
+    Raises:
+        FileExistsError: ``root`` is a file, or a non-empty folder without the generator's marker.
+    """
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: is a file; synthetic data needs a new or empty folder (choose another path)")
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
+        raise FileExistsError(
+            f"{root}: the folder holds files the synthetic generator did not write; it never writes over them. "
+            "Choose a new or empty folder, or check the path if you meant an existing datalist"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by bundle.data.synthetic; the generator may replace this folder's files\n")
+
+
 def write_synthetic_dataset(
     output_dir: str | os.PathLike,
     per_site: int,
@@ -123,6 +147,7 @@ def write_synthetic_dataset(
 
     Raises:
         ValueError: for an unknown format or non-positive counts.
+        FileExistsError: ``output_dir`` holds files the generator did not write (they are left untouched).
     """
     unknown = [fmt for fmt in formats if fmt not in SUFFIXES]
     if unknown or not formats:
@@ -130,7 +155,7 @@ def write_synthetic_dataset(
     if per_site < 1 or sites < 1:
         raise ValueError(f"--per-site ({per_site}) and --sites ({sites}) must be at least 1")
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(root)
     options = tuple(
         (k, v)
         for k, v in (("standard_plane", True if standard_only else None), ("calipers", calipers))
