@@ -33,6 +33,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bundle.data.datalist import DatalistError, load_validated_datalist
+    from bundle.data.readers import set_max_pixels
+
+    set_max_pixels(args.max_pixels)
 
     try:
         entries = load_validated_datalist(
@@ -129,7 +132,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from bundle.data.readers import set_max_pixels
     from bundle.deploy.embed import score_images, write_rows_csv
+
+    set_max_pixels(args.max_pixels)
 
     rows = score_images(
         args.datalist, args.encoder, args.scorer, args.batch_size, args.latents, progress=not args.quiet
@@ -177,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datalist", help="datalist JSON")
     p.add_argument("--skip-images", action="store_true", help="don't decode images (faster; box-in-image not checked)")
     p.add_argument("--frame", type=int, default=None, help="frame index for multi-frame DICOM")
+    p.add_argument(
+        "--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_validate)
 
@@ -241,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latents", default=None, help="also save the latents to this .npz")
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"
+    )
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("package", help="the zoo package: a reproducible zip, or a Hugging Face Hub folder")

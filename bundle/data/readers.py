@@ -22,8 +22,60 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 
 
+#: default for the most pixels (rows x columns x frames) an image may claim; larger ones are refused
+#: from their header, before decoding (a decompression bomb). 4096 x 4096 covers every ultrasound frame.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+MAX_PIXELS_ENV = "FETAL_NT_MAX_PIXELS"
+
+
 class ImageReadError(ValueError):
     """An image file that cannot be read, with the file, the reason and the fix in the message."""
+
+
+def max_pixels() -> int:
+    """The pixel limit: ``$FETAL_NT_MAX_PIXELS`` when set (also in worker processes), else the default."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(value) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not a whole number of pixels; e.g. 16777216") from None
+
+
+def set_max_pixels(limit: int | None) -> int:
+    """Set the pixel limit for this process and the processes it starts (configs: ``max_image_pixels``).
+
+    Args:
+        limit: the most pixels an image may claim; None keeps the current limit.
+
+    Returns:
+        the limit in force.
+    """
+    if limit is not None:
+        if int(limit) < 1:
+            raise ValueError(f"max_image_pixels must be positive, got {limit}")
+        os.environ[MAX_PIXELS_ENV] = str(int(limit))
+    return max_pixels()
+
+
+def check_pixel_count(path: str | os.PathLike, shape: tuple[int, ...], what: str = "image") -> None:
+    """Refuse a header that claims more pixels than :func:`max_pixels`, before anything is decoded.
+
+    Args:
+        path: the file (named in the message).
+        shape: the dimensions the header claims.
+        what: how to name them in the message.
+
+    Raises:
+        ImageReadError: naming the file, the claimed size, the limit and the fix.
+    """
+    count, limit = int(np.prod([max(int(d), 0) for d in shape], dtype=np.float64)), max_pixels()
+    if count > limit:
+        dims = " x ".join(str(int(d)) for d in shape)
+        raise ImageReadError(
+            f"{path}: the header claims a {dims} {what} ({count:,} pixels), over the limit of {limit:,} "
+            f"(a decompression bomb or a wrong header); resize or re-export it, or raise the limit with "
+            f"max_image_pixels / {MAX_PIXELS_ENV}"
+        )
 
 
 @dataclass
@@ -95,8 +147,10 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
     """
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = None  # the bundle's own limit applies, checked from the header below
     try:
         with Image.open(path) as image:
+            check_pixel_count(path, (image.size[1], image.size[0]))  # only the first frame is decoded
             image.load()
             mode = image.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -118,6 +172,8 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
         raise ImageReadError(
             f"{path}: file not found; check the path (relative paths start at the datalist's folder)"
         ) from None
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{path}: not a readable image ({error}); re-export it as PNG") from None
     return LoadedImage(_check_finite(array, path).astype(np.float32), None, "pil")
@@ -139,6 +195,42 @@ def _dicom_spacing(ds) -> tuple[float, float] | None:
         if row > 0 and col > 0:
             return row, col
     return None
+
+
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+
+
+def _check_deflated_size(path: str | os.PathLike, chunk: int = 1 << 20) -> None:
+    """Inflate a Deflated Explicit VR DICOM in chunks, refusing it once it outgrows the pixel limit.
+
+    pydicom inflates the whole dataset in memory before any header can be checked; a few kB can
+    claim gigabytes. Anything else returns at once.
+    """
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+
+    meta = read_file_meta_info(path)
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_TRANSFER_SYNTAX:
+        return
+    budget = 4 * max_pixels() + (16 << 20)  # up to 32 bits per pixel, plus the non-pixel elements
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4 + 12 + int(meta.FileMetaInformationGroupLength))
+        inflater, size = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        try:
+            while block := handle.read(chunk):
+                data = inflater.decompress(block, chunk)
+                while data:
+                    size += len(data)
+                    if size > budget:
+                        raise ImageReadError(
+                            f"{path}: the deflated DICOM inflates to over {budget // 2**20} MB, more than an image "
+                            f"of {max_pixels():,} pixels needs (a decompression bomb); re-export it uncompressed, "
+                            f"or raise the limit with max_image_pixels / {MAX_PIXELS_ENV}"
+                        )
+                    data = inflater.decompress(inflater.unconsumed_tail, chunk)
+        except zlib.error:
+            return  # corrupt deflate data: pydicom reports it
 
 
 def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage:
@@ -164,9 +256,12 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
     from pydicom.pixels import apply_color_lut, pixel_array
 
     try:
+        _check_deflated_size(path)
         ds = pydicom.dcmread(path)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found; check the path") from None
+    except ImageReadError:
+        raise
     except (InvalidDicomError, OSError, ValueError, EOFError) as error:
         raise ImageReadError(
             f"{path}: not a readable DICOM file ({error}); re-export it from the scanner or PACS"
@@ -176,6 +271,7 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
             f"{path}: DICOM file has no pixel data (a report or structured document?); export the image itself"
         )
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    check_pixel_count(path, (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), n_frames), "DICOM image")
     if n_frames > 1 and frame is None:
         raise ImageReadError(
             f"{path}: multi-frame DICOM with {n_frames} frames; choose one with the reader's frame option "
@@ -230,6 +326,12 @@ def read_nifti(path: str | os.PathLike) -> LoadedImage:
 
     try:
         image = nib.load(str(path))
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found; check the path") from None
+    except Exception as error:  # nibabel raises several types for corrupt headers and data
+        raise ImageReadError(f"{path}: not a readable NIfTI file ({error})") from None
+    check_pixel_count(path, tuple(image.shape), "NIfTI image")
+    try:
         data = np.asanyarray(image.dataobj)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found; check the path") from None
