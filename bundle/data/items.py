@@ -19,13 +19,40 @@ def _case_name(path: Path, root: Path | None) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
 
 
-def inference_items(source: str | os.PathLike) -> list[dict]:
+def unique_case_ids(names: list[str]) -> list[str]:
+    """Make case ids unique without ever taking a name another item has (compared case-insensitively).
+
+    A repeated id gets the first free ``_1``, ``_2``, ... suffix that is neither taken nor any
+    item's own id, so ``a, a_1, a`` becomes ``a, a_1, a_2`` and no output overwrites another's.
+
+    Args:
+        names: the items' case ids, in order.
+
+    Returns:
+        the unique ids, in the same order (the first of each name keeps it).
+    """
+    own = {name.casefold() for name in names}
+    taken: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, count = name, 0
+        while candidate.casefold() in taken or (count and candidate.casefold() in own):
+            count += 1
+            candidate = f"{name}_{count}"
+        taken.add(candidate.casefold())
+        unique.append(candidate)
+    return unique
+
+
+def inference_items(source: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[dict]:
     """Inference items from a folder of images or a datalist JSON.
 
     Args:
         source: a folder (searched recursively for PNG/JPG/BMP/TIFF, DICOM and NIfTI files) or a
             datalist JSON whose entries have ``image`` and optionally ``roi`` ``[x0, y0, x1, y1]``
             (original pixels) and ``case_id``.
+        exclude: a folder left out of the walk (the run's output folder, when it lies inside
+            ``source``, so a second run never reads its own reconstructions).
 
     Returns:
         items with ``image`` and ``image_path`` (the path), ``roi`` (list or None), ``site`` (or "")
@@ -40,7 +67,14 @@ def inference_items(source: str | os.PathLike) -> list[dict]:
     path = Path(source)
     items = []
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        skip = Path(exclude).resolve() if exclude is not None else None
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.name.lower().endswith(IMAGE_SUFFIXES)
+            and (skip is None or not p.resolve().is_relative_to(skip))
+        )
         if not files:
             raise ValueError(
                 f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; pass a folder or datalist"
@@ -67,10 +101,6 @@ def inference_items(source: str | os.PathLike) -> list[dict]:
                     "site": entry.get("site", ""),
                 }
             )
-    seen: dict[str, int] = {}
-    for item in items:  # two files with the same name in different entries must not overwrite each other
-        count = seen.get(item["case_id"], 0)
-        seen[item["case_id"]] = count + 1
-        if count:
-            item["case_id"] = f"{item['case_id']}_{count}"
+    for item, case_id in zip(items, unique_case_ids([item["case_id"] for item in items]), strict=True):
+        item["case_id"] = case_id  # two entries with the same name must not overwrite each other's outputs
     return items
