@@ -43,3 +43,24 @@ def test_writable_folders_pass_and_leave_no_probe_file(tmp_path):
     check_writable({"output_dir": tmp_path / "run", "models_dir": tmp_path / "models"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "run"]
     assert not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize(
+    "blocked, key",
+    [
+        ("models/phase1", "validate#best_model_saver#save_dir"),
+        ("runs/quick/checkpoints/phase1", "train#checkpoint_dir"),
+        ("runs/quick/checkpoints/phase2", "phase2#checkpoint_dir"),
+    ],
+)
+def test_a_checkpoint_or_phase1_folder_that_is_a_file_is_refused_before_training(tmp_path, blocked, key):
+    path = tmp_path / blocked
+    path.parent.mkdir(parents=True)
+    path.write_text("a file where a folder belongs")
+    workflow = _workflow(tmp_path)
+    with pytest.raises(RuntimeError) as caught:
+        workflow.initialize()
+    message = str(caught.value.__cause__ or caught.value)
+    assert f"{key} = {path}" in message and f"--{key}" in message, message
+    assert not (tmp_path / "data").exists()  # refused before the data were made
+    assert path.read_text() == "a file where a folder belongs"
