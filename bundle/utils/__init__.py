@@ -1,4 +1,4 @@
-"""Utilities without domain knowledge: atomic writes, checkpoints, seeded randomness, bundle paths and config parsing.
+"""Utilities without domain knowledge: atomic writes, run locks, checkpoints, seeded randomness, paths and configs.
 
 Public names load lazily from their modules (:func:`bundle.utils.lazy.lazy_exports`).
 """
@@ -14,8 +14,10 @@ __getattr__, __all__ = lazy_exports(
         "INFERENCE_CONFIG": "paths",
         "METADATA_FILE": "paths",
         "REPO_ROOT": "paths",
+        "RunLockError": "locks",
         "TRAIN_CONFIG": "paths",
         "UnsafeCheckpointError": "checkpoints",
+        "acquire_run_locks": "locks",
         "atomic_path": "atomic",
         "atomic_write_bytes": "atomic",
         "atomic_write_csv": "atomic",
@@ -28,6 +30,7 @@ __getattr__, __all__ = lazy_exports(
         "load_config": "paths",
         "load_model_weights": "checkpoints",
         "read_checkpoint": "checkpoints",
+        "release_run_locks": "locks",
         "reseed": "rng",
         "restore_random_state": "rng",
         "transform_generators": "rng",
