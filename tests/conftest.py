@@ -93,3 +93,27 @@ TINY_ARCH = {
 }
 #: the same for ``tiny_trained_paper``
 TINY_PAPER_ARCH = {**TINY_ARCH, "model": "paper"}
+
+
+def inference_command(models_dir, source, out, arch: dict | None = None) -> list[str]:
+    """``python -m monai.bundle run --config_file configs/inference.json`` on ``source``, writing to ``out``.
+
+    Args:
+        models_dir: the trained models folder.
+        source: a folder of images or a datalist.
+        out: the output folder.
+        arch: architecture overrides (None: read from the models' ``best.json``).
+
+    Returns:
+        the command line, to run from the repository root.
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "inference.json"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config)]
+    command += ["--dataset_dir", str(source), "--output_dir", str(out), "--models_dir", str(models_dir)]
+    for key, value in (arch or {}).items():
+        command += [f"--{key}", json.dumps(value)]
+    return command

@@ -7,9 +7,7 @@ gets a row (``ok`` or ``error`` with the file named), and nothing is left half-w
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +39,11 @@ def test_each_file_is_read_or_refused_clearly(bad_folder, name, expected):
 
 
 def test_inference_over_the_bad_folder_reports_each_file_and_finishes(tiny_trained_paper, bad_folder, tmp_path):
-    from conftest import TINY_PAPER_ARCH as TINY_ARCH  # a plain folder has no NT boxes: the single-view model
+    from conftest import TINY_PAPER_ARCH, inference_command  # a plain folder has no NT boxes: single-view model
 
     root, _ = tiny_trained_paper
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(ROOT / "configs" / "inference.json")]
-    command += ["--dataset_dir", str(bad_folder), "--output_dir", str(out), "--models_dir", str(root / "models")]
-    for key, value in TINY_ARCH.items():
-        command += [f"--{key}", json.dumps(value)]
+    command = inference_command(root / "models", bad_folder, out, TINY_PAPER_ARCH)
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8", errors="surrogateescape")))

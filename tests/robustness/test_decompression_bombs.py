@@ -2,8 +2,8 @@
 
 A 118-byte PNG claiming 40000 x 40000, a 140 kB PNG and a 140 kB .nii.gz that really hold 12000 x
 12000 zeros, a JPEG claiming 65500^2, a TIFF claiming 60000^2 and a 600 kB deflated DICOM that
-inflates to 600 MB. Before 0.9.0 the 12000^2 files cost 1.8 GB each and the DICOM 11.4 GB
-(measured by hand with the 0.8.0 readers); now every one is refused before decoding.
+inflates to 600 MB. With the 0.8.0 readers the 12000^2 files cost 1.8 GB each and the DICOM 11.4 GB
+(measured by hand); now every one is refused before decoding.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from bombs import BOMBS, write_bombs
 from bundle.data.readers import MAX_PIXELS_ENV, ImageReadError, read_image
+from conftest import inference_command
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,8 +67,7 @@ def test_validate_names_every_bomb_and_stays_under_500_mb(bombs):
 def test_inference_reports_each_bomb_as_an_error_row_and_finishes(tiny_trained, bombs, tmp_path):
     root, _ = tiny_trained
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(ROOT / "configs" / "inference.json")]
-    command += ["--dataset_dir", str(bombs), "--output_dir", str(out), "--models_dir", str(root / "models")]
+    command = inference_command(root / "models", bombs, out)
     result, peak = _peak_mb(command, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {Path(r["image"]).name: r for r in csv.DictReader((out / "results.csv").open())}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +35,9 @@ def test_clashing_case_ids_in_a_datalist_get_free_names(tmp_path):
 
 
 def _run(root: Path, source: Path, out: Path) -> list[dict]:
-    from conftest import TINY_PAPER_ARCH
+    from conftest import TINY_PAPER_ARCH, inference_command
 
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(ROOT / "configs" / "inference.json")]
-    command += ["--dataset_dir", str(source), "--output_dir", str(out), "--models_dir", str(root / "models")]
-    for key, value in TINY_PAPER_ARCH.items():
-        command += [f"--{key}", json.dumps(value)]
+    command = inference_command(root / "models", source, out, TINY_PAPER_ARCH)
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return list(csv.DictReader((out / "results.csv").open()))
