@@ -1,4 +1,4 @@
-"""Training: the two-phase workflow steps and the Ignite handlers the configs attach.
+"""Training: the two-phase workflow steps, the Ignite handlers the configs attach, and stop signals.
 
 Public names load lazily from their modules (:func:`bundle.utils.lazy.lazy_exports`).
 """
@@ -17,6 +17,7 @@ __getattr__, __all__ = lazy_exports(
         "ProgressBarHandler": "handlers",
         "ReconstructionGridHandler": "handlers",
         "ResumeCheckpointHandler": "handlers",
+        "RunStopped": "signals",
         "check_run_settings": "workflow",
         "check_writable": "workflow",
         "datalist_path": "workflow",
@@ -27,9 +28,11 @@ __getattr__, __all__ = lazy_exports(
         "prepare_datalist": "workflow",
         "reconstruction_grid": "handlers",
         "require_file": "workflow",
+        "restore_signals": "signals",
         "run_phase": "workflow",
         "save_models": "handlers",
         "setup_logging": "workflow",
+        "stop_on_signals": "signals",
         "trainable_parameters": "workflow",
     },
 )

@@ -168,3 +168,31 @@ def test_a_run_killed_after_early_stopping_stops_again_at_once():
     assert state.iteration == 0
     stopper.load_state_dict({"best": 1.0, "counter": 1})
     assert trainer.run(range(5), max_epochs=4).iteration == 20
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_stop_with_one_line_and_the_run_resumes(tmp_path, stop):
+    root = tmp_path / "run"
+    log = tmp_path / "first.log"
+    process = _start(root, log)
+    first_checkpoint = "runs/quick/checkpoints/phase1/checkpoint_epoch=1.pt"
+    deadline = time.time() + 240
+    while not (root / first_checkpoint).exists():
+        assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.01)
+    process.send_signal(stop)
+    assert process.wait(timeout=60) == 128 + stop, log.read_text()[-3000:]
+    lines = [line for line in log.read_text().splitlines() if line.startswith("fetal_nt_roi_cae: stopped by")]
+    assert lines == [
+        f"fetal_nt_roi_cae: stopped by {signal.Signals(stop).name}; the checkpoints up to the last finished epoch "
+        f"are kept in {root / 'runs/quick'}; run the same command again to resume"
+    ]
+    assert torch.load(root / first_checkpoint, weights_only=True)  # the checkpoint is whole
+    assert not (root / "runs/quick/phase2_complete.json").exists()
+    assert not (root / "runs/quick/.run.lock").exists() and not list(root.rglob(".*.tmp"))
+    if stop == signal.SIGINT:
+        return  # resuming is the same for both signals: checked once, after SIGTERM
+    resumed = _start(root, tmp_path / "second.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert "resum" in (tmp_path / "second.log").read_text().lower()
+    assert (root / "runs/quick/report/metrics.json").is_file()
