@@ -96,3 +96,7 @@ def test_zoo_template_in_a_fresh_environment_leaves_the_checkout_clean(tmp_path)
     assert all((checkout / r["reconstruction"]).is_file() for r in rows), rows[0]["reconstruction"]
 
     assert _git(checkout, "status", "--porcelain") == "", "a documented command changed or added tracked files"
+    # and nothing outside the documented output folders: data/ (the synthetic set), models/, runs/
+    written = [line[3:] for line in _git(checkout, "status", "--porcelain", "--ignored").splitlines()]
+    outside = [p for p in written if not p.startswith(("data/", "models/", "runs/")) and "__pycache__" not in p]
+    assert outside == [], f"written outside data/, models/ and runs/: {outside}"

@@ -167,6 +167,8 @@ def validate_entries(
         the problems, in entry order.
     """
     problems: list[Problem] = []
+    if not datalist.get("data"):
+        problems.append(Problem(None, None, "data", "the list is empty: no images", "add one entry per image"))
     sites = datalist.get("sites")
     site_ids: set[int] | None = None
     if sites is not None:

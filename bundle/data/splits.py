@@ -66,4 +66,23 @@ def split_by_site(
             split["val"].append(entry)
         else:
             split["train"].append(entry)
+    _check_trainable(split, sites, held_out_site, val_fraction)
     return split
+
+
+def _check_trainable(split: dict, sites: list[int], held_out_site: int | None, val_fraction: float) -> None:
+    """Refuse a split that cannot train both phases, before any training starts, with the fix."""
+    if not split["train"] and not split["val"]:
+        where = f"every image is in the held-out site {held_out_site}" if split["held_out"] else "no images"
+        raise ValueError(
+            f"no source-site images to train on ({where}; sites {sites}); hold out another site with "
+            "--held_out_site, use --held_out_site -1 for none, or add images of other sites"
+        )
+    if not split["val"]:
+        raise ValueError(
+            f"no validation images (val_fraction {val_fraction}, {len(split['train'])} training images, every "
+            "source site with a single patient or val_fraction 0): the best model of each phase is chosen on "
+            "validation; set --val_fraction above 0 (e.g. 0.15) and give each source site at least 2 patients"
+        )
+    if not split["train"]:
+        raise ValueError("no training images left after the validation split; lower --val_fraction or add images")
