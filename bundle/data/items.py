@@ -62,7 +62,7 @@ def inference_items(source: str | os.PathLike, exclude: str | os.PathLike | None
         DatalistError: when the datalist cannot be read.
         ValueError: when the folder holds no supported image or an entry has no image path.
     """
-    from bundle.data.datalist import read_datalist_json, resolve_path
+    from bundle.data.datalist import _check_roi, read_datalist_json, resolve_path
 
     path = Path(source)
     items = []
@@ -92,15 +92,18 @@ def inference_items(source: str | os.PathLike, exclude: str | os.PathLike | None
             roi = entry.get("roi")
             case = entry.get("case_id") or _case_name(Path(image), None)
             resolved = str(resolve_path(image, path.parent))
-            items.append(
-                {
-                    "image": resolved,
-                    "image_path": resolved,
-                    "roi": [float(v) for v in roi] if roi is not None else None,
-                    "case_id": re.sub(r"[^A-Za-z0-9._-]+", "_", str(case)),
-                    "site": entry.get("site", ""),
-                }
-            )
+            problems = _check_roi(entry, None) if roi is not None else []  # the training validator's rules
+            item = {
+                "image": resolved,
+                "image_path": resolved,
+                "roi": [float(v) for v in roi] if roi is not None and not problems else None,
+                "case_id": re.sub(r"[^A-Za-z0-9._-]+", "_", str(case)),
+                "site": entry.get("site", ""),
+            }
+            if problems:  # a bad box is this entry's error row, not the end of the run
+                message, fix = problems[0]
+                item["error"] = f"{path}: data[{index}] ({image}), field 'roi': {message}; fix: {fix}"
+            items.append(item)
     for item, case_id in zip(items, unique_case_ids([item["case_id"] for item in items]), strict=True):
         item["case_id"] = case_id  # two entries with the same name must not overwrite each other's outputs
     return items

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 import torch
+from bundle.data.datalist import _check_roi
 from bundle.data.readers import ImageReadError
 from bundle.data.roi_zoom import ROIZoomd
 from bundle.data.transforms import LoadUltrasoundImage
@@ -21,28 +22,46 @@ class SafeLoadUltrasoundImaged(MapTransform):
 
     An unreadable file (or one with NaN/Inf pixels) gets ``error`` set to the reader's message
     (file, reason, fix) and a blank 8x8 placeholder image, so a batch run reports it and goes on.
+    An NT box outside the loaded image is an error too (the training validator's rule), and an
+    item that already carries an error (a malformed box) is not read at all.
 
     Args:
         keys: keys holding file paths.
         error_key: item key for the error message (None when the image loaded).
+        roi_key: item key of the NT box ``[x0, y0, x1, y1]`` (or None).
         allow_missing_keys: don't raise when a key is absent.
     """
 
-    def __init__(self, keys: KeysCollection, error_key: str = "error", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, error_key: str = "error", roi_key: str = "roi", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadUltrasoundImage()
         self.error_key = error_key
+        self.roi_key = roi_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         """Load every key; see the class docstring."""
         d = dict(data)
         d.setdefault(self.error_key, None)
         for key in self.key_iterator(d):
+            if d[self.error_key]:
+                d[key] = torch.zeros(1, 8, 8)
+                continue
+            path = d[key]
             try:
-                d[key] = self.loader(d[key])
+                d[key] = self.loader(path)
             except (ImageReadError, OSError, ValueError) as error:
                 d[self.error_key] = str(error)
                 d[key] = torch.zeros(1, 8, 8)
+                continue
+            roi = d.get(self.roi_key)
+            height, width = d[key].shape[-2:]
+            problems = _check_roi({"roi": roi}, (int(width), int(height))) if roi is not None else []
+            if problems:
+                message, fix = problems[0]
+                d[self.error_key] = f"{path}: field '{self.roi_key}': {message}; fix: {fix}"
+                d[self.roi_key] = None
         return d
 
 
