@@ -214,8 +214,9 @@ def run_phase(
 def check_writable(folders: dict[str, str | os.PathLike], min_free_mb: float = 200.0) -> None:
     """Fail before any work starts when an output folder cannot be written or its disk is nearly full.
 
-    Each folder is created if needed, a probe file is written and removed, and the free space of
-    its file system is compared with ``min_free_mb``.
+    Nothing is created: for each folder, its nearest existing ancestor (the folder itself when it
+    exists) must be a folder that a probe file can be written to, and its file system must have
+    ``min_free_mb`` free. A path that is (or lies under) a file is refused.
 
     Args:
         folders: config key -> folder, e.g. ``{"output_dir": "runs/quick", "models_dir": "models"}``.
@@ -229,16 +230,18 @@ def check_writable(folders: dict[str, str | os.PathLike], min_free_mb: float = 2
 
     for key, folder in folders.items():
         path = Path(folder)
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        fix = f"give a writable folder with --{key} or fix its permissions (nothing was started)"
+        if not existing.is_dir():
+            raise OSError(f"{key} = {path}: cannot write there ({existing} is a file, not a folder); {fix}")
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write_probe_"):
                 pass
         except OSError as error:
-            raise OSError(
-                f"{key} = {path}: cannot write there ({error.strerror or error}); "
-                f"give a writable folder with --{key} or fix its permissions (nothing was started)"
-            ) from None
-        free_mb = shutil.disk_usage(path).free / 2**20
+            raise OSError(f"{key} = {path}: cannot write there ({error.strerror or error}); {fix}") from None
+        free_mb = shutil.disk_usage(existing).free / 2**20
         if free_mb < min_free_mb:
             raise OSError(
                 f"{key} = {path}: only {free_mb:.0f} MB free on its disk, {min_free_mb:.0f} MB needed for "
