@@ -42,7 +42,6 @@ def test_a_nearly_full_disk_is_refused_with_the_numbers(tmp_path, monkeypatch):
 def test_writable_folders_pass_and_leave_nothing_behind(tmp_path):
     check_writable({"output_dir": tmp_path / "run", "models_dir": tmp_path / "models"})
     assert list(tmp_path.iterdir()) == []  # checked from the nearest existing folder: no probe, no folder
-    assert not any((tmp_path / "run").iterdir())
 
 
 @pytest.mark.parametrize(
