@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from bundle.latent.scoring import SCORE_COLUMNS, LatentScorer, load_scorer
 from bundle.utils.atomic import atomic_write_csv
+from bundle.utils.checkpoints import CheckpointError
 
 logger = logging.getLogger("fetal_nt_roi_cae")
 
@@ -41,19 +42,15 @@ class ExportedEncoder:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no exported encoder; run python -m bundle export first")
-        if self.path.suffix == ".onnx":
-            import onnx
-            import onnxruntime
-
-            metadata = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
-            meta = json.loads(metadata.get("metadata", "{}"))
-            self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        else:
-            extra = {"metadata.json": ""}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
-                self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra).eval()
-            meta = json.loads(extra["metadata.json"] or "{}")
+        kind = "ONNX" if self.path.suffix == ".onnx" else "TorchScript"
+        try:
+            meta = self._load_onnx() if kind == "ONNX" else self._load_torchscript()
+        except Exception as error:  # torch, onnx and onnxruntime raise many types for a file that is not theirs
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise CheckpointError(
+                f"{self.path}: not a readable {kind} encoder ({reason}); export it again with python -m bundle "
+                "export (.ts from TorchScript, .onnx from ONNX; a renamed checkpoint is neither)"
+            ) from None
         inputs = meta.get("encoder_data_format", {}).get("inputs", {})
         shape = inputs.get("image", {}).get("spatial_shape")
         self.canvas_size = int(canvas_size or (shape[0] if shape else 0))
@@ -62,6 +59,21 @@ class ExportedEncoder:
         roi_shape = inputs.get("roi_view", {}).get("spatial_shape")
         self.roi_canvas_size = int(roi_shape[0]) if roi_shape else None
         self.roi_margin = roi_margin
+
+    def _load_onnx(self) -> dict:
+        import onnx
+        import onnxruntime
+
+        metadata = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
+        self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        return json.loads(metadata.get("metadata", "{}"))
+
+    def _load_torchscript(self) -> dict:
+        extra = {"metadata.json": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
+            self._module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra).eval()
+        return json.loads(extra["metadata.json"] or "{}")
 
     def __call__(self, images: np.ndarray, roi_views: np.ndarray | None = None) -> np.ndarray:
         """Latents (B, D) of letterboxed images (B, 1, S, S) in [0, 1] (and zoom views (B, 1, R, R))."""

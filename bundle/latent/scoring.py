@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 from bundle.latent.ood import GaussianFit, fit_gaussian, knn_distance, l2_normalize, mahalanobis
 from bundle.utils.atomic import atomic_path
+from bundle.utils.checkpoints import CheckpointError
 from sklearn.linear_model import RidgeCV
 from torch import nn
 
@@ -192,14 +194,22 @@ def load_scorer(path: str | os.PathLike) -> LatentScorer:
 
     Raises:
         FileNotFoundError: with the command that makes the file when it is missing.
+        CheckpointError: for a truncated, incomplete or pickled file, naming it and the fix.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path}: no fitted scorer; it is written at the end of training "
             "(python -m monai.bundle run save_latents --config_file configs/train.json makes it from models/model.pt)"
         )
-    with np.load(path, allow_pickle=False) as data:
-        return LatentScorer.from_arrays({name: data[name] for name in data.files})
+    remake = "make it again: python -m monai.bundle run save_latents --config_file configs/train.json"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return LatentScorer.from_arrays({name: data[name] for name in data.files})
+    except KeyError as error:
+        raise CheckpointError(f"{path}: not a complete scorer (no {error} array); {remake}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        reason = "pickled objects are refused" if "allow_pickle" in str(error) else f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{path}: not a readable scorer ({reason}); {remake}") from None
 
 
 def write_training_latents(
