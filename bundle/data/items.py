@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from bundle.data.readers import IMAGE_SUFFIXES
+from bundle.data.readers import IMAGE_SUFFIXES, is_dicom_file
 
 
 def _case_name(path: Path, root: Path | None) -> str:
@@ -48,7 +48,8 @@ def inference_items(source: str | os.PathLike, exclude: str | os.PathLike | None
     """Inference items from a folder of images or a datalist JSON.
 
     Args:
-        source: a folder (searched recursively for PNG/JPG/BMP/TIFF, DICOM and NIfTI files) or a
+        source: a folder (searched recursively for PNG/JPG/BMP/TIFF, DICOM, including DICOM files
+            without a suffix as PACS exports name them, and NIfTI files) or a
             datalist JSON whose entries have ``image`` and optionally ``roi`` ``[x0, y0, x1, y1]``
             (original pixels) and ``case_id``.
         exclude: a folder left out of the walk (the run's output folder, when it lies inside
@@ -72,7 +73,7 @@ def inference_items(source: str | os.PathLike, exclude: str | os.PathLike | None
             p
             for p in path.rglob("*")
             if p.is_file()
-            and p.name.lower().endswith(IMAGE_SUFFIXES)
+            and (p.name.lower().endswith(IMAGE_SUFFIXES) or (not p.suffix and is_dicom_file(p)))
             and (skip is None or not p.resolve().is_relative_to(skip))
         )
         if not files:

@@ -113,11 +113,12 @@ def image_format(path: str | os.PathLike) -> str:
     if name.endswith(PIL_SUFFIXES):
         return "pil"
     try:
-        with open(path, "rb") as handle:
-            if handle.read(132)[128:132] == b"DICM":
-                return "dicom"
+        with open(path, "rb"):
+            pass
     except OSError as error:
         raise ImageReadError(f"{path}: cannot open ({error.strerror}); check the path and permissions") from None
+    if is_dicom_file(path):
+        return "dicom"
     raise ImageReadError(f"{path}: unsupported image type; use PNG/JPG/BMP, DICOM (.dcm) or NIfTI (.nii, .nii.gz)")
 
 
@@ -200,6 +201,20 @@ def _dicom_spacing(ds) -> tuple[float, float] | None:
 DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
 
 
+def photometric_of(ds) -> str:
+    """The dataset's PhotometricInterpretation, upper case (MONOCHROME2 when absent)."""
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts with the DICOM preamble (``DICM`` at byte 128), whatever its name."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def _check_deflated_size(path: str | os.PathLike, chunk: int = 1 << 20) -> None:
     """Inflate a Deflated Explicit VR DICOM in chunks, refusing it once it outgrows the pixel limit.
 
@@ -270,7 +285,18 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
         raise ImageReadError(
             f"{path}: DICOM file has no pixel data (a report or structured document?); export the image itself"
         )
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise ImageReadError(
+            f"{path}: NumberOfFrames {ds.get('NumberOfFrames')!r} is not a whole number; fix the header "
+            "or re-export the image from the scanner"
+        ) from None
+    if photometric_of(ds) == "PALETTE COLOR" and "RedPaletteColorLookupTableDescriptor" not in ds:
+        raise ImageReadError(
+            f"{path}: PALETTE COLOR DICOM without its lookup table (no RedPaletteColorLookupTableDescriptor); "
+            "re-export it as MONOCHROME2 or RGB"
+        )
     check_pixel_count(path, (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), n_frames), "DICOM image")
     if n_frames > 1 and frame is None:
         raise ImageReadError(
@@ -283,11 +309,16 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
         raw = pixel_array(ds, index=frame if n_frames > 1 else None, raw=True)
     except Exception as error:  # pydicom raises many types for corrupt or unsupported data
         raise ImageReadError(f"{path}: DICOM pixel data cannot be decoded ({error}); re-export uncompressed") from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    photometric = photometric_of(ds)
     bits = int(ds.get("BitsStored", 8) or 8)
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(raw, ds)
-        lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        try:
+            rgb = apply_color_lut(raw, ds)
+            lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except Exception as error:  # a broken lookup table: pydicom raises several types
+            raise ImageReadError(
+                f"{path}: PALETTE COLOR lookup table cannot be applied ({error}); re-export as MONOCHROME2 or RGB"
+            ) from None
         array = _luminance(rgb) / (2.0**lut_bits - 1)
     elif photometric.startswith("YBR"):
         array = raw[..., 0].astype(np.float64) / (2.0**bits - 1)
