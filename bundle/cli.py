@@ -45,9 +45,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(str(error), file=sys.stderr)
         print(f"validate: {len(error.problems)} problem(s); the datalist is NOT usable", file=sys.stderr)
         return 1
+    from bundle.data.leakage import LeakageError, check_leakage
+
+    try:
+        warnings = check_leakage(entries, args.leakage, compare_images=not args.skip_images, warn=_warn)
+    except LeakageError as error:
+        print(f"validate: {error}", file=sys.stderr)
+        print("validate: the datalist is NOT usable with --leakage error", file=sys.stderr)
+        return 1
     sites = sorted({e["site"] for e in entries})
-    print(f"validate: {args.datalist} is clean: {len(entries)} entries, sites {sites}")
+    note = f" ({len(warnings)} leakage warning(s) above)" if warnings else ""
+    print(f"validate: {args.datalist} is clean: {len(entries)} entries, sites {sites}{note}")
     return 0
+
+
+def _warn(message: str) -> None:
+    print(f"validate: {message}", file=sys.stderr)
 
 
 def _cmd_convert_shenzhen(args: argparse.Namespace) -> int:
@@ -183,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datalist", help="datalist JSON")
     p.add_argument("--skip-images", action="store_true", help="don't decode images (faster; box-in-image not checked)")
     p.add_argument("--frame", type=int, default=None, help="frame index for multi-frame DICOM")
+    p.add_argument(
+        "--leakage",
+        choices=("warn", "error", "off"),
+        default="warn",
+        help="patients in several sites or copied images across patients: warn (default), error or off",
+    )
     p.add_argument(
         "--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"
     )

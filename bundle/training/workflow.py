@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from bundle.data.datalist import load_validated_datalist
+from bundle.data.leakage import check_leakage
 from bundle.utils.checkpoints import load_model_weights
 from bundle.utils.rng import reseed
 from torch import nn
@@ -27,7 +28,10 @@ def datalist_path(dataset_dir: str | os.PathLike) -> Path:
 
 
 def prepare_datalist(
-    dataset_dir: str | os.PathLike, synthetic: dict | None = None, synthetic_dir: str | os.PathLike | None = None
+    dataset_dir: str | os.PathLike,
+    synthetic: dict | None = None,
+    synthetic_dir: str | os.PathLike | None = None,
+    leakage: str = "warn",
 ) -> list[dict]:
     """Return validated datalist entries, first creating the synthetic dataset where that is safe.
 
@@ -42,6 +46,8 @@ def prepare_datalist(
             [W, H] or None, ``workers``, ``masks`` to also write structure label maps, ``generate``
             to allow a location other than ``synthetic_dir``); None to require an existing datalist.
         synthetic_dir: the config's default dataset folder, where synthetic data may be generated.
+        leakage: patients in several sites or copied images across patients: ``warn`` (logged),
+            ``error`` (refused before training) or ``off`` (:func:`bundle.data.leakage.check_leakage`).
 
     Returns:
         the entries with absolute image paths.
@@ -50,6 +56,7 @@ def prepare_datalist(
         FileNotFoundError: when there is no datalist and generating one is not allowed there.
         FileExistsError: when the generator would write into a folder of someone else's files.
         DatalistError: listing every problem of a broken datalist (nothing is trained on it).
+        LeakageError: with ``leakage="error"``, when a patient or an image could reach both sides.
     """
     path = datalist_path(dataset_dir)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -60,6 +67,7 @@ def prepare_datalist(
     if distributed and torch.distributed.get_rank() == 0:
         torch.distributed.barrier()
     entries = load_validated_datalist(path, progress=sys.stderr.isatty())
+    check_leakage(entries, leakage, warn=logger.warning)
     logger.info(f"datalist {path}: {len(entries)} valid entries")
     return entries
 
