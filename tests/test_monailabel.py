@@ -136,9 +136,15 @@ def test_monailabel_server_end_to_end(server, tmp_path):
     rest = {k: v for k, v in scores.items() if k != first["id"]}
     assert second["id"] == max(rest, key=rest.get) != first["id"]
 
+    # attacks on the app (issue 19.10): each is a 4xx with a message, and nothing lands outside the studies
+    _refused_requests(client, url, studies, images, tmp_path)
+
     # train: the bundle's two phases on the labelled images (all four labelled now), new weights served
-    for case in rest:
-        client.save_label(case, str(tmp_path / "label.png"), tag="final")
+    for case in rest:  # each mask the size of its own image (the app checks)
+        mask = np.zeros(Image.open(studies / f"{case}.png").size[::-1], np.uint8)
+        mask[10:20, 10:30] = 1
+        Image.fromarray(mask).save(tmp_path / f"label_{case}.png")
+        client.save_label(case, str(tmp_path / f"label_{case}.png"), tag="final")
     assert http("POST", f"{url}/activelearning/most_unfamiliar", {}) == {}  # nothing left to label
     before = (tmp_path / "models/model.pt").stat().st_mtime
     http("POST", f"{url}/train/reconstruction", {"phase1_epochs": 1, "phase2_epochs": 1})
@@ -147,3 +153,48 @@ def test_monailabel_server_end_to_end(server, tmp_path):
         assert status.get("status") != "ERROR" and time.time() < deadline, status
         time.sleep(2)
     assert (tmp_path / "models/model.pt").stat().st_mtime > before
+
+
+def _status(call) -> tuple[int, str]:
+    """HTTP status and body of a client call that must fail."""
+    from monailabel.client.client import MONAILabelClientException
+
+    try:
+        call()
+    except MONAILabelClientException as error:
+        message = str(error.args[-1] if error.args else error)
+        return int(message.split("Status: ", 1)[1].split(";", 1)[0]), message
+    raise AssertionError("the request was accepted")
+
+
+def _refused_requests(client, url: str, studies: Path, images: list[Path], tmp_path: Path) -> None:
+    import urllib.error
+
+    def infer_status(image: str) -> tuple[int, str]:
+        query = f"{url}/infer/reconstruction?image={urllib.request.quote(image, safe='')}"
+        try:
+            http("POST", query, {})
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        raise AssertionError(f"infer on {image!r} was accepted")
+
+    outside = tmp_path / "outside.png"
+    shutil.copy(images[0], outside)  # a real image, but not in the datastore
+    for image, expected in ((str(outside), 404), ("/etc/passwd", 404), ("no_such_id", 404)):
+        status, body = infer_status(image)
+        assert status == expected and "not in the datastore" in body, (image, status, body)
+    status, body = _status(lambda: client.infer("reconstruction", images[0].stem, {"roi": "abc"}))
+    assert status == 400 and "is not a box" in body, body
+
+    status, body = _status(lambda: client.upload_image(str(images[0]), image_id="../outside/x"))
+    assert status == 400 and "not a plain name" in body, body
+    label = tmp_path / "mask.png"
+    Image.fromarray(np.zeros(Image.open(images[0]).size[::-1], np.uint8)).save(label)
+    status, body = _status(lambda: client.save_label(images[0].stem, str(label), tag="../../x"))
+    assert status == 400 and "label tag" in body, body
+    text = tmp_path / "text_label.png"
+    text.write_text("not an image")
+    status, body = _status(lambda: client.save_label(images[0].stem, str(text), tag="final"))
+    assert status == 400 and "the uploaded label cannot be used: not a readable image" in body, body
+    assert not (tmp_path / "outside").exists() and not (studies.parent / "x").exists()
+    assert not list(studies.parent.glob("x*")) and not (tmp_path / "x.png").exists()

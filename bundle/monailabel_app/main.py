@@ -23,6 +23,7 @@ import os
 from bundle import __version__
 from bundle.utils.checkpoints import ARCHITECTURE_KEYS
 from bundle.utils.paths import REPO_ROOT
+from lib.guards import guard_datastore, inferable_image, parse_roi
 from lib.infers import ReconstructionInfer
 from lib.model import SharedReconstructor
 from lib.scoring import OODScoring
@@ -63,6 +64,18 @@ class FetalNTApp(MONAILabelApp):
             description="ROI-aware autoencoder for first-trimester NT ultrasound: reconstruction, latent, OOD score",
             version=__version__,
         )
+
+    def init_datastore(self):
+        """MONAI Label's datastore, with ids, tags and uploads checked (:mod:`lib.guards`)."""
+        store = super().init_datastore()
+        guard_datastore(store)
+        return store
+
+    def infer(self, request: dict, datastore=None) -> dict:
+        """Infer on a datastore image or an upload only, with a valid ``roi`` if any (4xx otherwise)."""
+        inferable_image(request.get("image"), datastore or self.datastore())
+        request["roi"] = parse_roi(request.get("roi"))
+        return super().infer(request, datastore)
 
     def init_infers(self) -> dict:
         """The reconstruction task."""

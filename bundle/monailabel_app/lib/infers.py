@@ -33,9 +33,7 @@ class ReconstructionInfer(InferTask):
 
     def __call__(self, request: dict) -> tuple[str, dict]:
         """Run the bundle's :meth:`~bundle.deploy.inference.Reconstructor.run` on ``request["image"]``."""
-        roi = request.get("roi") or None
-        if isinstance(roi, str):
-            roi = [float(v) for v in roi.replace("[", "").replace("]", "").split(",")]
+        roi = request.get("roi") or None  # checked by the app (lib.guards.parse_roi)
         result = self.model.get().run(request["image"], roi)
         fd, path = tempfile.mkstemp(suffix=".png", prefix="reconstruction_")
         os.close(fd)

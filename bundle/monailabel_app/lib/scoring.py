@@ -32,8 +32,9 @@ class OODScoring(ScoringMethod):
         for image_id in datastore.list_images():
             try:
                 scores = reconstructor.run(datastore.get_image_uri(image_id), image_roi(datastore, image_id))["scores"]
-            except ValueError as error:
+            except Exception as error:  # one bad image (unreadable, a bomb, a broken label) never stops the rest
                 failed[image_id] = str(error)
+                logger.warning("OOD scoring: %s not scored: %s", image_id, error)
                 continue
             info = {
                 "ood_score": scores.get("ood_mahalanobis"),

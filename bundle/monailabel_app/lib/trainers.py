@@ -50,7 +50,11 @@ class BundleTrain(TrainTask):
         entries = []
         for image_id in datastore.get_labeled_images():
             label = datastore.get_label_by_image_id(image_id, "final")
-            roi = roi_from_mask(datastore.get_label_uri(label, "final")) if label else None
+            try:
+                roi = roi_from_mask(datastore.get_label_uri(label, "final")) if label else None
+            except OSError as error:  # a label file that is not an image (uploaded before 0.9.0's checks)
+                logger.warning("label of %s is not a readable mask (%s); left out of training", image_id, error)
+                continue
             if roi is None:
                 continue
             info = datastore.get_image_info(image_id)
