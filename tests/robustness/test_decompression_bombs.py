@@ -92,3 +92,61 @@ def test_the_pixel_limit_is_configurable(tmp_path):
         validate, cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, MAX_PIXELS_ENV: "4000"}
     )
     assert env_limited.returncode == 1 and "over the limit of 4,000" in env_limited.stderr
+
+
+def test_training_names_every_bomb_before_any_work(bombs):
+    from bundle.data.datalist import DatalistError
+    from bundle.training.workflow import prepare_datalist
+
+    with pytest.raises(DatalistError) as caught:
+        prepare_datalist(bombs)
+    message = str(caught.value)
+    assert all(name in message for name, _, _ in BOMBS), message
+
+
+def test_score_gives_each_bomb_an_error_row(tiny_trained, bombs, tmp_path):
+    from bundle.deploy.embed import score_images
+    from bundle.deploy.export import export_torchscript
+    from conftest import TINY_ARCH
+
+    root, _ = tiny_trained
+    encoder = export_torchscript(tmp_path / "encoder.ts", root / "models/encoder.pt", **TINY_ARCH)
+    rows = score_images(bombs, encoder, root / "models/scorer.npz", progress=False)
+    assert len(rows) == len(BOMBS)
+    for row, (name, _, expected) in zip(rows, BOMBS, strict=True):
+        assert name in row["error"] and expected in row["error"], row
+
+
+def test_monai_label_scoring_goes_on_past_a_bomb(tiny_trained_paper, bombs, monkeypatch):
+    from conftest import TINY_PAPER_ARCH
+
+    monkeypatch.syspath_prepend(str(ROOT / "bundle" / "monailabel_app"))
+    from lib.model import SharedReconstructor
+    from lib.scoring import OODScoring
+
+    root, _ = tiny_trained_paper
+    good = sorted((root / "data/images/site0").glob("*.png"))[:2]
+    files = {p.stem: str(p) for p in good} | {"bomb": str(bombs.parent / "png_12000.png")}
+
+    class Store:  # the part of MONAI Label's datastore the scoring method uses
+        info: dict = {}
+
+        def list_images(self):
+            return ["bomb", *sorted(k for k in files if k != "bomb")]
+
+        def get_image_uri(self, image_id):
+            return files[image_id]
+
+        def get_label_by_image_id(self, image_id, tag):
+            return None
+
+        def get_image_info(self, image_id):
+            return {}
+
+        def update_image_info(self, image_id, info):
+            self.info[image_id] = info
+
+    overrides = {"models_dir": str(root / "models"), **TINY_PAPER_ARCH}
+    result = OODScoring(SharedReconstructor(overrides))({}, store := Store())
+    assert set(result["scored"]) == {p.stem for p in good} == set(store.info)
+    assert "12000 x 12000" in result["failed"]["bomb"]
