@@ -113,12 +113,10 @@ def image_format(path: str | os.PathLike) -> str:
     if name.endswith(PIL_SUFFIXES):
         return "pil"
     try:
-        with open(path, "rb"):
-            pass
+        if _has_dicom_preamble(path):
+            return "dicom"
     except OSError as error:
         raise ImageReadError(f"{path}: cannot open ({error.strerror}); check the path and permissions") from None
-    if is_dicom_file(path):
-        return "dicom"
     raise ImageReadError(f"{path}: unsupported image type; use PNG/JPG/BMP, DICOM (.dcm) or NIfTI (.nii, .nii.gz)")
 
 
@@ -137,6 +135,22 @@ def _check_finite(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     return array
 
 
+def _open_without_pil_limit(path: str | os.PathLike):
+    """``PIL.Image.open`` (header only) with PIL's own pixel limit lifted for this call alone.
+
+    The bundle's limit (:func:`check_pixel_count`, configurable) applies instead; PIL's is put back
+    at once, so other PIL users in the process keep theirs.
+    """
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def read_pil(path: str | os.PathLike) -> LoadedImage:
     """Read PNG/JPG/BMP/TIFF with Pillow; colour, palette and alpha exports become luminance.
 
@@ -146,11 +160,10 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
     Returns:
         the decoded image; 16-bit grey is scaled by 65535, 8-bit by 255.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = None  # the bundle's own limit applies, checked from the header below
     try:
-        with Image.open(path) as image:
+        with _open_without_pil_limit(path) as image:
             check_pixel_count(path, (image.size[1], image.size[0]))  # only the first frame is decoded
             image.load()
             mode = image.mode
@@ -206,11 +219,16 @@ def photometric_of(ds) -> str:
     return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
 
 
+def _has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """``DICM`` at byte 128; raises OSError when the file cannot be opened."""
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:132] == b"DICM"
+
+
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` starts with the DICOM preamble (``DICM`` at byte 128), whatever its name."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
+        return _has_dicom_preamble(path)
     except OSError:
         return False
 
