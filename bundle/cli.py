@@ -82,6 +82,22 @@ def _cmd_montage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoom_floor(args: argparse.Namespace) -> int:
+    from bundle.data.datalist import load_validated_datalist
+    from bundle.evaluation.zoom_floor import zoom_floor, zoom_floor_markdown
+    from bundle.utils.atomic import atomic_write_json
+
+    entries = load_validated_datalist(args.datalist, check_images=False)
+    if args.sites is not None:
+        entries = [e for e in entries if int(e["site"]) in args.sites]
+    result = zoom_floor(entries, args.roi_canvas_size, args.roi_margin, args.blur)
+    print(zoom_floor_markdown(result), end="")
+    if args.output:
+        atomic_write_json(args.output, result)
+        print(f"zoom-floor: figures in {args.output}")
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from bundle.benchmarks.runner import run_benchmarks
 
@@ -289,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="base URL of the hosted files, written into large_files.yml (default: the zoo's Hub repository)",
     )
     p.set_defaults(func=_cmd_package)
+
+    p = sub.add_parser(
+        "zoom-floor", help="NT fidelity the ROI-zoom view allows (no network), plain and blurred: any model's ceiling"
+    )
+    p.add_argument("datalist", help="datalist JSON (entries with roi and pixel_spacing_mm)")
+    p.add_argument("--roi-canvas-size", type=int, default=64, help="zoom-view side R (config key roi_canvas_size)")
+    p.add_argument("--roi-margin", type=float, default=0.5, help="zoom-view margin (config key roi_margin)")
+    p.add_argument("--sites", type=int, nargs="*", default=None, help="only these sites (default all)")
+    p.add_argument(
+        "--blur", type=float, nargs="*", default=[0.5, 0.75, 1.0, 1.25], help="Gaussian blurs to test, zoom-view px"
+    )
+    p.add_argument("--output", default=None, help="also write the figures as JSON here")
+    p.set_defaults(func=_cmd_zoom_floor)
 
     p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
     p.add_argument("--quick", action="store_true", help="small counts, seconds (smoke run)")

@@ -9,7 +9,16 @@ from bundle.data.synthetic.generator import generate_case
 from bundle.data.transforms import LetterboxGeometry, letterbox_image, unletterbox_image
 from bundle.evaluation.nt_measure import measure_nt_in_roi
 from bundle.evaluation.statistics import bootstrap_ci, paired_comparison, seed_spread
-from bundle.model.metrics import PER_IMAGE_METRICS, ROI_METRICS, WHOLE_VIEW_METRICS, psnr, ssim, view_metrics
+from bundle.model.metrics import (
+    PER_IMAGE_METRICS,
+    ROI_METRICS,
+    WHOLE_VIEW_METRICS,
+    gaussian_blur,
+    psnr,
+    roi_blur_px,
+    ssim,
+    view_metrics,
+)
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
@@ -27,6 +36,23 @@ def test_view_metrics_is_the_one_per_image_table():
     assert set(view_metrics(pred, image)) == set(WHOLE_VIEW_METRICS)
     with pytest.raises(ValueError, match="need an ROI mask"):
         view_metrics(pred, image, names=[next(iter(ROI_METRICS))])
+
+
+def test_roi_blur_px_recovers_a_known_blur():
+    generator = torch.Generator().manual_seed(1)
+    image = torch.rand(4, 1, 48, 48, generator=generator)
+    mask = torch.zeros_like(image)
+    mask[..., 12:36, 8:40] = 1
+    sigmas = [0.0, 0.5, 1.25, 2.0]
+    blurred = torch.cat([gaussian_blur(image[i : i + 1], s) for i, s in enumerate(sigmas)])
+    torch.testing.assert_close(roi_blur_px(blurred, image, mask), torch.tensor(sigmas))
+    # a uniform grey (the blurriest possible reconstruction) reads as the largest blur tried
+    assert roi_blur_px(torch.full_like(image, 0.5), image, mask).min() == 3.0
+    # the blur matches the SciPy filter it stands for (away from the border)
+    from scipy import ndimage
+
+    reference = ndimage.gaussian_filter(image[0, 0].numpy(), 1.0, mode="nearest", truncate=3.0)
+    np.testing.assert_allclose(gaussian_blur(image[:1], 1.0)[0, 0].numpy(), reference, atol=1e-5)
 
 
 def test_psnr_and_ssim_match_scikit_image():

@@ -10,6 +10,8 @@ from bundle.model.metrics import ROI_METRICS, view_metrics
 from monai.inferers import Inferer
 from torch import nn
 
+ZOOM_ROI_METRICS = ("roi_mae", "roi_edge_mae", "roi_blur_px")
+
 
 def collate_items(items: Sequence[dict]) -> dict:
     """Stack ``image`` (and ``roi_view``) ; keep every other field as a per-item list (boxes may be None)."""
@@ -60,8 +62,8 @@ def batch_metrics(views: dict[str, torch.Tensor], batch: dict) -> list[dict[str,
             canvas pixels or None) and, with a ``roi`` view, ``roi_view`` / ``roi_view_mask``.
 
     Returns:
-        one dict of metric values per image (ROI metrics only for images with a box; ``zoom_roi_mae``
-        and ``zoom_roi_edge_mae`` on the zoom view of the dual-view model).
+        one dict of metric values per image (ROI metrics only for images with a box; ``zoom_roi_mae``,
+        ``zoom_roi_edge_mae`` and ``zoom_roi_blur_px`` on the zoom view of the dual-view model).
     """
     from bundle.data.transforms import roi_mask
 
@@ -77,7 +79,7 @@ def batch_metrics(views: dict[str, torch.Tensor], batch: dict) -> list[dict[str,
         if "roi" in views:
             zoom_masks = torch.stack([plain_tensor(batch["roi_view_mask"][i]).float() for i in boxed])
             p_zoom, y_zoom = views["roi"][boxed].float(), torch.as_tensor(batch["roi_view"])[boxed].float()
-            in_box.update(view_metrics(p_zoom, y_zoom, zoom_masks, ("roi_mae", "roi_edge_mae"), prefix="zoom_"))
+            in_box.update(view_metrics(p_zoom, y_zoom, zoom_masks, ZOOM_ROI_METRICS, prefix="zoom_"))
         for j, i in enumerate(boxed):
             rows[i].update({name: float(v[j]) for name, v in in_box.items()})
     return rows

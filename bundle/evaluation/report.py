@@ -36,7 +36,7 @@ logger = logging.getLogger("fetal_nt_roi_cae")
 
 CONTENT_METRICS = ("psnr_content", "ssim_content", "ms_ssim_content")
 ALL_METRICS = METRIC_NAMES + CONTENT_METRICS + ZOOM_METRIC_NAMES
-LOWER_IS_BETTER = {"roi_mae", "roi_edge_mae", "zoom_roi_mae", "zoom_roi_edge_mae"}
+LOWER_IS_BETTER = {"roi_mae", "roi_edge_mae", "roi_blur_px", "zoom_roi_mae", "zoom_roi_edge_mae", "zoom_roi_blur_px"}
 FIDELITY_ROWS = (
     ("measurable_pct", "NT measurable on the reconstruction (% of measurable originals)", "{:.1f} %"),
     ("abs_diff_median_mm", "abs(NT recon - NT original), median", "{:.3f} mm"),

@@ -22,6 +22,7 @@ REPORT_METRICS = (
     "zoom_psnr",
     "zoom_roi_mae",
     "zoom_roi_edge_mae",
+    "zoom_roi_blur_px",
 )
 PAPER_MODEL = "paper_model"
 

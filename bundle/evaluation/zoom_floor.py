@@ -1,0 +1,111 @@
+"""How much NT measurement fidelity the ROI-zoom view itself allows, and how sharp a reconstruction must be.
+
+No network is involved. For every image with a pixel spacing, the NT is measured (as in the report,
+:func:`bundle.evaluation.fidelity.nt_fidelity_row`) on the native original and on the zoom view mapped
+back to native pixels, once as it is (the **floor**: what resampling to ``R x R`` and back costs)
+and once after a Gaussian blur of ``sigma`` zoom-view pixels for each requested ``sigma`` (what a
+reconstruction as blurred as that would cost). Comparing a trained model's fidelity with these rows
+says whether the zoom setting (``roi_canvas_size``, ``roi_margin``) or the reconstruction's
+sharpness limits it: ``python -m bundle zoom-floor DATALIST``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from bundle.data.roi_zoom import ROIZoomGeometry, unzoom_image, zoom_image
+from bundle.evaluation.fidelity import fidelity_by_plane, nt_fidelity_row, read_native
+from scipy import ndimage
+
+DEFAULT_SIGMAS = (0.5, 0.75, 1.0, 1.25)
+FLOOR = 0.0
+
+
+def zoom_round_trips(
+    original: np.ndarray, geometry: ROIZoomGeometry, sigmas: Sequence[float]
+) -> dict[float, np.ndarray]:
+    """The native image with its zoom region replaced by the zoom view, blurred by each ``sigma``.
+
+    Args:
+        original: (H, W) native image.
+        geometry: the image's zoom geometry.
+        sigmas: Gaussian blurs in zoom-view pixels; 0 leaves the view as it is.
+
+    Returns:
+        ``{sigma: (H, W) array}``.
+    """
+    native = torch.as_tensor(original, dtype=torch.float32)[None]
+    view = zoom_image(native, geometry)[0].numpy()
+    out = {}
+    for sigma in sigmas:
+        blurred = ndimage.gaussian_filter(view, sigma) if sigma > 0 else view
+        out[float(sigma)] = unzoom_image(torch.as_tensor(blurred)[None], geometry, background=native)[0].numpy()
+    return out
+
+
+def zoom_floor(
+    entries: Iterable[Mapping],
+    roi_canvas_size: int = 64,
+    roi_margin: float = 0.5,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    reader: Callable[[Mapping], np.ndarray] = read_native,
+) -> dict:
+    """NT fidelity of the zoom view's round trip, plain and blurred.
+
+    Args:
+        entries: datalist entries (``image``, ``roi``, ``pixel_spacing_mm``; ``meta.nt_mm`` and
+            ``meta.standard_plane`` when known); entries without a spacing are skipped.
+        roi_canvas_size: side ``R`` of the zoom view.
+        roi_margin: the zoom view's margin around the box.
+        sigmas: blurs to test, in zoom-view pixels.
+        reader: reads an entry's native (H, W) image in [0, 1].
+
+    Returns:
+        ``{"roi_canvas_size", "roi_margin", "n_images", "mm_per_zoom_row" (median), "rows"}`` with
+        ``rows`` a list of ``{"sigma_px", **fidelity_by_plane(...)}``, the floor (sigma 0) first.
+
+    Raises:
+        ValueError: when no entry has a pixel spacing.
+    """
+    levels = [FLOOR, *(float(s) for s in sigmas if s > 0)]
+    per_level: dict[float, list[dict]] = {s: [] for s in levels}
+    row_mm = []
+    for entry in entries:
+        if not entry.get("pixel_spacing_mm"):
+            continue
+        original = reader(entry)
+        height, width = original.shape
+        geometry = ROIZoomGeometry.compute(entry["roi"], width, height, roi_canvas_size, roi_margin)
+        row_mm.append((geometry.crop_box[3] - geometry.crop_box[1]) / roi_canvas_size * entry["pixel_spacing_mm"][0])
+        for sigma, image in zoom_round_trips(original, geometry, levels).items():
+            per_level[sigma].append(nt_fidelity_row(original, image, entry))
+    if not row_mm:
+        raise ValueError("zoom-floor needs entries with pixel_spacing_mm (the NT is measured in mm)")
+    return {
+        "roi_canvas_size": int(roi_canvas_size),
+        "roi_margin": float(roi_margin),
+        "n_images": len(row_mm),
+        "mm_per_zoom_row": float(np.median(row_mm)),
+        "rows": [{"sigma_px": s, **fidelity_by_plane(per_level[s])} for s in levels],
+    }
+
+
+def zoom_floor_markdown(result: Mapping) -> str:
+    """A Markdown table of :func:`zoom_floor` (standard planes), one row per blur."""
+    lines = [
+        f"ROI-zoom view {result['roi_canvas_size']} px, margin {result['roi_margin']}: {result['n_images']} images, "
+        f"median {result['mm_per_zoom_row']:.3f} mm per zoom-view row. |NT(view) - NT(original)| on standard planes:",
+        "",
+        "| zoom view | measurable | median | p90 | within 0.2 mm | bias |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        s = row["standard_planes"]
+        label = "as is (floor)" if row["sigma_px"] == FLOOR else f"blurred, sigma {row['sigma_px']:g} px"
+        lines.append(
+            f"| {label} | {s['measurable_pct']:.0f} % | {s['abs_diff_median_mm']:.3f} mm | "
+            f"{s['abs_diff_p90_mm']:.3f} mm | {s['within_0.2mm_pct']:.0f} % | {s['bias_mm']:+.3f} mm |"
+        )
+    return "\n".join(lines) + "\n"
