@@ -114,8 +114,28 @@ def test_joint_thresholds_flag_the_stated_share_where_separate_ones_flag_nearly_
     t_maha, t_knn, q = joint_thresholds(maha, knn, 95.0)
     joint = np.mean((maha > t_maha) | (knn > t_knn))
     assert separate > 0.09 and 0.045 <= joint <= 0.05 and 97.0 < q < 98.0
-    same = rng.normal(size=500)  # two scores that agree: no need to go higher
-    assert joint_thresholds(same, same, 95.0)[2] == 95.0
+    same = rng.normal(size=500)  # two scores that agree: only the conformal step above the 95th percentile
+    assert 95.0 < joint_thresholds(same, same, 95.0)[2] < 95.5
+
+
+def test_conformal_allowance_keeps_new_familiar_images_under_the_stated_share():
+    from bundle.latent.scoring import conformal_allowance, joint_thresholds
+
+    assert [conformal_allowance(n) for n in (10, 19, 20, 44, 2000)] == [0, 0, 0, 1, 99]
+    rng = np.random.default_rng(1)
+    plain, conformal = [], []
+    for _ in range(300):  # 44 validation images like the default main job, then 400 new familiar ones
+        val, new = rng.normal(size=(2, 44)), rng.normal(size=(2, 400))
+        t_maha, t_knn, _ = joint_thresholds(val[0], val[1], 95.0)
+        conformal.append(np.mean((new[0] > t_maha) | (new[1] > t_knn)))
+        q = next(
+            q
+            for q in np.arange(95.0, 100.01, 0.1)
+            if np.mean(np.any(val > np.percentile(val, q, axis=1)[:, None], 0)) <= 0.05
+        )
+        plain.append(np.mean(np.any(new > np.percentile(val, q, axis=1)[:, None], 0)))
+    # a plain percentile of 44 images flags more than 5 % of new images; the conformal rule does not
+    assert np.mean(plain) > 0.055 and np.mean(conformal) <= 0.05
 
 
 def test_scorer_round_trip_and_flags(tmp_path):
