@@ -124,7 +124,7 @@ def test_conformal_allowance_keeps_new_familiar_images_under_the_stated_share():
     assert [conformal_allowance(n) for n in (10, 19, 20, 44, 2000)] == [0, 0, 0, 1, 99]
     rng = np.random.default_rng(1)
     plain, conformal = [], []
-    for _ in range(300):  # 44 validation images like the default main job, then 400 new familiar ones
+    for _ in range(150):  # 44 validation images like the default main job, then 400 new familiar ones
         val, new = rng.normal(size=(2, 44)), rng.normal(size=(2, 400))
         t_maha, t_knn, _ = joint_thresholds(val[0], val[1], 95.0)
         conformal.append(np.mean((new[0] > t_maha) | (new[1] > t_knn)))
