@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from bundle.data.roi_zoom import ROIZoomGeometry, unzoom_image, zoom_image
 from bundle.evaluation.fidelity import fidelity_by_plane, nt_fidelity_row, read_native
-from scipy import ndimage
+from bundle.model.metrics import gaussian_blur
 
 DEFAULT_SIGMAS = (0.5, 0.75, 1.0, 1.25)
 FLOOR = 0.0
@@ -31,18 +31,16 @@ def zoom_round_trips(
     Args:
         original: (H, W) native image.
         geometry: the image's zoom geometry.
-        sigmas: Gaussian blurs in zoom-view pixels; 0 leaves the view as it is.
+        sigmas: Gaussian blurs in zoom-view pixels; 0 leaves the view as it is. The blur is the one
+            :func:`bundle.model.metrics.roi_blur_px` matches reconstructions against, so the two
+            read in the same units.
 
     Returns:
         ``{sigma: (H, W) array}``.
     """
     native = torch.as_tensor(original, dtype=torch.float32)[None]
-    view = zoom_image(native, geometry)[0].numpy()
-    out = {}
-    for sigma in sigmas:
-        blurred = ndimage.gaussian_filter(view, sigma) if sigma > 0 else view
-        out[float(sigma)] = unzoom_image(torch.as_tensor(blurred)[None], geometry, background=native)[0].numpy()
-    return out
+    view = zoom_image(native, geometry)[None]  # (1, 1, R, R)
+    return {float(s): unzoom_image(gaussian_blur(view, s)[0], geometry, background=native)[0].numpy() for s in sigmas}
 
 
 def zoom_floor(
