@@ -77,6 +77,26 @@ def test_run_folders_follow_the_preset_and_models_dir_overrides(tmp_path):
     assert settings.run_paths(2, 0, "roi_cae") == (root / "runs/long", tmp_path / "weights")
 
 
+def test_fidelity_pools_every_rotation_after_the_per_rotation_figures(tmp_path):
+    settings = ProtocolSettings(tmp_path, tmp_path / "data", [0, 2], [0], ["roi_cae"], [])
+    columns = ("phase", "split", "case_id", "site", "standard_plane", "nt_true_mm", "nt_original_mm", "nt_recon_mm")
+    for site, recon in ((0, 2.3), (2, 1.9)):  # biases +0.3 and -0.1 mm: pooled +0.1 mm
+        report = settings.run_paths(site, 0, "roi_cae").output / "report"
+        report.mkdir(parents=True)
+        with open(report / "fidelity.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows(("phase2", "held_out", f"s{site}_{i}", site, True, 2.0, 2.0, recon) for i in range(5))
+    from bundle.protocol.studies import POOLED, fidelity_study
+
+    summary = fidelity_study(settings)["summary"]["roi_cae"]
+    assert list(summary) == [0, 2, POOLED]
+    figures = {site: summary[site]["held_out"]["standard_planes"]["phase2"] for site in summary}
+    assert (figures[0]["n"], figures[2]["n"], figures[POOLED]["n"]) == (5, 5, 10)
+    assert abs(figures[0]["bias_mm"] - 0.3) < 1e-9 and abs(figures[POOLED]["bias_mm"] - 0.1) < 1e-9
+    assert figures[POOLED]["abs_diff_p90_mm_ci"][1] <= 0.3 + 1e-9
+
+
 def test_evaluate_overlay_writes_per_image_and_per_site_metrics(tmp_path, tiny_training):
     settings = {
         "bundle_root": str(tmp_path),

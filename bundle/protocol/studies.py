@@ -95,7 +95,14 @@ def jitter_study(settings: ProtocolSettings) -> dict:
     }
 
 
+POOLED = "all"  # the site key of the fidelity figures pooled over every rotation
 FIDELITY_FIGURES = ("measurable_pct", "abs_diff_median_mm", "abs_diff_p90_mm", "within_0.2mm_pct", "bias_mm")
+
+
+def _pooled_last(group: tuple) -> tuple:
+    """Sort key of (variant, site, split, phase): sites in order, the pooled entry after them."""
+    variant, site, split, phase = group
+    return variant, site == POOLED, -1 if site == POOLED else site, split, phase
 
 
 def fidelity_study(settings: ProtocolSettings) -> dict:
@@ -108,7 +115,8 @@ def fidelity_study(settings: ProtocolSettings) -> dict:
         ``{"rows": [...], "summary": {variant: {site: {split: {planes: {phase: figures}}}}}}`` (planes:
         ``standard_planes`` or ``all_planes``): the figures of
         :func:`bundle.evaluation.fidelity.fidelity_summary` plus 95 % bootstrap CIs (``*_ci``) of the median and p90
-        absolute difference, the share within 0.2 mm and the bias, over all images of all seeds.
+        absolute difference, the share within 0.2 mm and the bias, over all images of all seeds. With
+        more than one rotation, site ``"all"`` (:data:`POOLED`) pools the images of every rotation.
     """
     from bundle.evaluation.fidelity import WITHIN_MM, fidelity_summary
 
@@ -118,11 +126,14 @@ def fidelity_study(settings: ProtocolSettings) -> dict:
         for row in read_csv_rows(settings, "fidelity.csv")
     ]
     summary: dict = {}
-    groups = sorted({(r["variant"], r["held_out_site"], r["split"], r["phase"]) for r in rows})
+    tagged = list(rows)
+    if len({r["held_out_site"] for r in rows}) > 1:  # every rotation's images together, under "all"
+        tagged += [{**r, "held_out_site": POOLED} for r in rows]
+    groups = sorted({(r["variant"], r["held_out_site"], r["split"], r["phase"]) for r in tagged}, key=_pooled_last)
     for (variant, site, split, phase), planes in itertools.product(groups, ("standard_planes", "all_planes")):
         subset = [
             r
-            for r in rows
+            for r in tagged
             if (r["variant"], r["held_out_site"], r["split"], r["phase"]) == (variant, site, split, phase)
             and (planes == "all_planes" or r.get("standard_plane") in ("True", "", None))
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bundle.protocol.probes import probe_table
+from bundle.protocol.studies import POOLED
 from bundle.protocol.variants import MAIN, VARIANTS, ProtocolSettings
 
 PAPER_FORM = (("psnr", "PSNR (dB)", False), ("roi_mae", "ROI MAE", True), ("roi_edge_mae", "ROI Edge-MAE", True))
@@ -131,9 +132,12 @@ def _fidelity_table(fidelity: dict, names: dict) -> list[str]:
         "original and on the reconstruction mapped back to native geometry (the dual-view model's zoom view "
         "through the zoom inverse, the paper model's canvas through the letterbox inverse); all images of all "
         "seeds, 95 % bootstrap CIs in brackets. Measurable = share of measurable originals also measurable "
-        "on the reconstruction; differences are NT(recon) - NT(original).",
+        "on the reconstruction; differences are NT(recon) - NT(original). The last rows of each model pool "
+        "every rotation. Targets (held-out site, standard planes, phase 2): measurable >= 98 %, median <= 0.10 mm, "
+        "p90 <= 0.25 mm, bias within +-0.05 mm.",
         "",
     ]
+    names = {**names, POOLED: "all rotations"}
     lines += _header(
         "held out", "split", "planes", "model", "phase", "measurable", "abs diff median (mm)", "abs diff p90 (mm)",
         "within 0.2 mm", "bias (mm)", "vs exact NT, MAE (mm)",
