@@ -90,7 +90,15 @@ def _cmd_zoom_floor(args: argparse.Namespace) -> int:
     entries = load_validated_datalist(args.datalist, check_images=False)
     if args.sites is not None:
         entries = [e for e in entries if int(e["site"]) in args.sites]
-    result = zoom_floor(entries, args.roi_canvas_size, args.roi_margin, args.blur)
+    ideal = None
+    if args.ideal > 0:
+        from bundle.data.datalist import read_datalist_json
+        from bundle.data.synthetic.ideal import ideal_reader
+
+        ideal = ideal_reader(read_datalist_json(args.datalist), args.ideal)
+    result = zoom_floor(
+        entries, args.roi_canvas_size, args.roi_margin, args.blur, ideal_reader=ideal, progress=sys.stderr.isatty()
+    )
     print(zoom_floor_markdown(result), end="")
     if args.output:
         atomic_write_json(args.output, result)
@@ -315,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", type=int, nargs="*", default=None, help="only these sites (default all)")
     p.add_argument(
         "--blur", type=float, nargs="*", default=[0.5, 0.75, 1.0, 1.25], help="Gaussian blurs to test, zoom-view px"
+    )
+    p.add_argument(
+        "--ideal",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also measure the speckle-free ideal (the scene averaged over K speckle draws; datalists written by "
+        "`synth` only): what a perfect denoising reconstruction allows (default 0: off; 8 is plenty)",
     )
     p.add_argument("--output", default=None, help="also write the figures as JSON here")
     p.set_defaults(func=_cmd_zoom_floor)

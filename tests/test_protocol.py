@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from bundle.protocol import ProtocolSettings, run_protocol
 from monai.bundle import ConfigWorkflow
 
@@ -120,3 +121,28 @@ def test_evaluate_overlay_writes_per_image_and_per_site_metrics(tmp_path, tiny_t
     assert len(rows) == 18 and {"psnr", "ssim_content", "roi_edge_mae"} <= set(rows[0])
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"all", "site0", "site1", "site2"} and summary["all"]["n"] == 18
+    # NT measurement fidelity of the checkpoint on the evaluated entries, as the training report has it
+    with open(out / "fidelity.csv") as handle:
+        measured = list(csv.DictReader(handle))
+    assert len(measured) == 18 and {"case_id", "nt_original_mm", "nt_recon_mm", "standard_plane"} <= set(measured[0])
+    fidelity = json.loads((out / "fidelity.json").read_text())
+    assert fidelity["all_planes"]["n"] == 18 and 0 < fidelity["standard_planes"]["n"] <= 18
+    measurable = sum(1 for row in measured if row["nt_original_mm"])
+    assert measurable > 0  # 128 px images: the band is measurable on some originals only
+    assert fidelity["all_planes"]["original_measurable_pct"] == pytest.approx(100 * measurable / 18)
+
+
+def test_fidelity_figure_plots_held_out_standard_planes_and_skips_when_none(tmp_path):
+    from bundle.protocol.writeup import fidelity_figure
+
+    def row(variant, recon, split="held_out", plane="True"):
+        return {
+            "variant": variant, "held_out_site": "2", "split": split, "phase": "phase2", "standard_plane": plane,
+            "nt_original_mm": 1.5, "nt_recon_mm": recon,
+        }  # fmt: skip
+
+    unusable = [row("roi_cae", 1.6, split="val"), row("roi_cae", 1.6, plane="False"), row("paper_model", None)]
+    assert fidelity_figure(unusable, tmp_path, {2: "Hosp-3"}) is None
+    assert not (tmp_path / "nt_fidelity.png").exists()
+    path = fidelity_figure([*unusable, row("roi_cae", 1.7), row("paper_model", 9.0)], tmp_path, {2: "Hosp-3"})
+    assert path == tmp_path / "nt_fidelity.png" and path.stat().st_size > 1000

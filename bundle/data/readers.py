@@ -120,7 +120,7 @@ def image_format(path: str | os.PathLike) -> str:
     raise ImageReadError(f"{path}: unsupported image type; use PNG/JPG/BMP, DICOM (.dcm) or NIfTI (.nii, .nii.gz)")
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
+def luminance(rgb: np.ndarray) -> np.ndarray:
     """Reduce (..., 3) colour to luminance with the BT.601 weights."""
     return rgb[..., :3].astype(np.float64) @ LUMA_WEIGHTS
 
@@ -181,7 +181,7 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
             elif mode == "1":
                 array = np.asarray(image, dtype=np.float64)
             else:
-                array = _luminance(np.asarray(image.convert("RGB"))) / 255.0
+                array = luminance(np.asarray(image.convert("RGB"))) / 255.0
     except FileNotFoundError:
         raise ImageReadError(
             f"{path}: file not found; check the path (relative paths start at the datalist's folder)"
@@ -337,11 +337,11 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
             raise ImageReadError(
                 f"{path}: PALETTE COLOR lookup table cannot be applied ({error}); re-export as MONOCHROME2 or RGB"
             ) from None
-        array = _luminance(rgb) / (2.0**lut_bits - 1)
+        array = luminance(rgb) / (2.0**lut_bits - 1)
     elif photometric.startswith("YBR"):
         array = raw[..., 0].astype(np.float64) / (2.0**bits - 1)
     elif raw.ndim == 3 and raw.shape[-1] in (3, 4):
-        array = _luminance(raw) / (2.0**bits - 1)
+        array = luminance(raw) / (2.0**bits - 1)
     else:
         array = raw.astype(np.float64)
         if int(ds.get("PixelRepresentation", 0)) == 1:

@@ -46,6 +46,8 @@ FIDELITY_ROWS = (
     ("recon_mae_vs_truth_mm", "NT recon vs exact NT, MAE", "{:.3f} mm"),
     ("original_mae_vs_truth_mm", "NT original vs exact NT, MAE", "{:.3f} mm"),
 )
+#: the columns of ``fidelity.csv`` (after ``phase`` and ``split`` in a training report)
+FIDELITY_COLUMNS = ("case_id", "site", "standard_plane", "nt_true_mm", "nt_original_mm", "nt_recon_mm")
 PAPER_DELTAS = {
     "val": {"psnr": "+0.27 dB", "roi_mae": "-8.87 %", "roi_edge_mae": "-11.10 %"},
     "held_out": {"psnr": "+0.29 dB", "roi_mae": "-6.43 %", "roi_edge_mae": "-4.90 %"},
@@ -139,17 +141,32 @@ def evaluate_network(
     for batch in data_loader:
         preds = network(network_input(network, batch, device)).float().cpu()
         rows += per_image_rows(preds, batch)
-        if not entries:
-            continue
-        views = split_views(preds)
-        for i, (letterbox, zoom) in enumerate(batch_geometries(batch)):
-            entry = entries.get(batch["case_id"][i])
-            if entry is None or entry.get("pixel_spacing_mm") is None:
-                continue
-            recon = native_reconstruction({k: v[i] for k, v in views.items()}, letterbox, zoom)
-            row = nt_fidelity_row(read_native(entry), recon, entry)
-            fidelity.append({"case_id": entry["case_id"], "site": int(entry["site"]), **row})
+        if entries:
+            fidelity += batch_fidelity_rows(preds, batch, entries)
     return rows, fidelity
+
+
+def batch_fidelity_rows(preds: torch.Tensor, batch: dict, entries: dict) -> list[dict]:
+    """NT fidelity rows (:func:`~bundle.evaluation.fidelity.nt_fidelity_row`) of one batch's reconstructions.
+
+    Args:
+        preds: the batch's reconstructions (view mosaics or canvases).
+        batch: the collated batch (``case_id`` and the geometries).
+        entries: ``case_id -> datalist entry``; entries missing or without ``pixel_spacing_mm`` are skipped.
+
+    Returns:
+        ``{"case_id", "site", **nt_fidelity_row(...)}`` per measured image.
+    """
+    views = split_views(preds.detach().float().cpu())
+    fidelity = []
+    for i, (letterbox, zoom) in enumerate(batch_geometries(batch)):
+        entry = entries.get(batch["case_id"][i])
+        if entry is None or entry.get("pixel_spacing_mm") is None:
+            continue
+        recon = native_reconstruction({k: v[i] for k, v in views.items()}, letterbox, zoom)
+        row = nt_fidelity_row(read_native(entry), recon, entry)
+        fidelity.append({"case_id": entry["case_id"], "site": int(entry["site"]), **row})
+    return fidelity
 
 
 def summarize(rows: list[dict]) -> dict[str, float]:
@@ -412,17 +429,7 @@ def write_report(
     )
     _figure(networks, loaders, report_dir / "reconstructions.png", device)
     if fidelity_rows:
-        nt_columns = [
-            "phase",
-            "split",
-            "case_id",
-            "site",
-            "standard_plane",
-            "nt_true_mm",
-            "nt_original_mm",
-            "nt_recon_mm",
-        ]
-        atomic_write_csv(report_dir / "fidelity.csv", fidelity_rows, nt_columns)
+        atomic_write_csv(report_dir / "fidelity.csv", fidelity_rows, ["phase", "split", *FIDELITY_COLUMNS])
         nt_crops_figure(networks, loaders, by_case, report_dir / "nt_crops.png", device)
     logger.info(f"report written to {report_dir} (metrics.json, metrics.md, per_image.csv, fidelity.csv, figures)")
     return metrics

@@ -16,7 +16,7 @@ from bundle.protocol.probes import probe_study
 from bundle.protocol.runs import finished_main_runs, read_rows, train_run
 from bundle.protocol.studies import fidelity_study, jitter_study, summarize_protocol
 from bundle.protocol.variants import MAIN, REPORT_METRICS, VARIANTS, ProtocolSettings
-from bundle.protocol.writeup import protocol_figures, protocol_markdown
+from bundle.protocol.writeup import fidelity_figure, protocol_figures, protocol_markdown
 from bundle.training.workflow import datalist_path
 from bundle.utils.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 
@@ -82,6 +82,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     if fidelity["rows"]:
         atomic_write_csv(report_dir / "fidelity.csv", fidelity["rows"], list(fidelity["rows"][0]))
     protocol_figures(rows, report_dir, names)
+    fidelity_figure(fidelity["rows"], report_dir, names)
     markdown = report_dir / "protocol.md"
     atomic_write_text(markdown, protocol_markdown(settings, summary, jitter, fidelity, names, probes))
     print(

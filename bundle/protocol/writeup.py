@@ -16,6 +16,13 @@ def _fmt_ci(mean: float, ci: tuple[float, float]) -> str:
     return f"{mean:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
+def _fmt_change(comparison: dict, digits: int = 3) -> str:
+    """A paired comparison's mean difference and its 95 % CI."""
+    return "{0:+.{3}f} [{1:+.{3}f}, {2:+.{3}f}]".format(
+        comparison["mean_difference"], comparison["ci_low"], comparison["ci_high"], digits
+    )
+
+
 def _fmt_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
@@ -40,7 +47,7 @@ def _rotation_tables(summary: dict, names: dict) -> list[str]:
                 m = metrics[metric]
                 c = m["phase2_minus_phase1"]
                 spread = m["relative_change_seed_spread"]
-                change = f"{c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+                change = _fmt_change(c, 4)
                 seed_sd = "-" if spread is None else f"{spread['std']:.2f} pp"
                 lines.append(
                     _row(
@@ -76,14 +83,17 @@ def _ablation_table(summary: dict, names: dict) -> list[str]:
     if not summary["ablations"]:
         return []
     lines = ["## Ablations (same budget): a variant's phase 2 vs the method's phase 2, same images", ""]
-    lines += _header("held out", "variant", "split", "PSNR change (dB)", "ROI MAE", "ROI Edge-MAE", "p (ROI MAE)")
+    lines += _header(
+        "held out", "variant", "split", "PSNR change (dB) [95 % CI]", "ROI MAE", "ROI Edge-MAE", "p (ROI MAE)"
+    )
     for site, variants in summary["ablations"].items():
         for variant, splits in variants.items():
             for split, m in splits.items():
                 lines.append(
                     _row(
                         names.get(site, site), f"{variant}: {VARIANTS[variant].description}", SPLIT_NAMES[split],
-                        f"{m['psnr']['mean_difference']:+.3f}", f"{m['roi_mae']['relative_pct']:+.2f} %",
+                        _fmt_change(m["psnr"]),
+                        f"{m['roi_mae']['relative_pct']:+.2f} %",
                         f"{m['roi_edge_mae']['relative_pct']:+.2f} %", _fmt_p(m["roi_mae"]["p_value"]),
                     )
                 )  # fmt: skip
@@ -199,6 +209,7 @@ def protocol_markdown(
         "",
         "![phase-2 gain vs ROI size](gain_vs_roi_size.png)",
         "",
+        *(["![NT on reconstructions vs originals](nt_fidelity.png)", ""] if fidelity["rows"] else []),
         f"Reconstruction grids of every run: `report/reconstructions.png` in its output folder, e.g. `{example}`.",
         "",
     ]
@@ -247,3 +258,64 @@ def protocol_figures(rows: list[dict], report_dir: Path, site_names: dict) -> No
     with atomic_path(report_dir / "gain_vs_roi_size.png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def fidelity_figure(rows: list[dict], report_dir: Path, site_names: dict) -> Path | None:
+    """NT on the reconstruction against NT on the original: held-out standard planes, phase 2, one panel per rotation.
+
+    Args:
+        rows: the fidelity rows of :func:`bundle.protocol.studies.fidelity_study` (lengths in mm, None
+            where no band was found).
+        report_dir: where ``nt_fidelity.png`` is written.
+        site_names: site index -> name.
+
+    Returns:
+        the figure's path, or None when no row qualifies.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bundle.evaluation.fidelity import WITHIN_MM
+    from bundle.utils.atomic import atomic_path
+
+    chosen = [
+        r
+        for r in rows
+        if r["split"] == "held_out"
+        and r["phase"] == "phase2"
+        and r.get("standard_plane") in ("True", True)
+        and None not in (r["nt_original_mm"], r["nt_recon_mm"])
+    ]
+    if not chosen:
+        return None
+    sites = sorted({int(r["held_out_site"]) for r in chosen})
+    variants = sorted({r["variant"] for r in chosen}, key=lambda v: v != MAIN)
+    top = max(max(r["nt_original_mm"], r["nt_recon_mm"]) for r in chosen)
+    top = min(top, 2 * max(r["nt_original_mm"] for r in chosen)) * 1.05
+    fig, axes = plt.subplots(1, len(sites), figsize=(4 * len(sites), 4), squeeze=False)
+    for ax, site in zip(axes[0], sites, strict=True):
+        line = [0.0, top]
+        ax.fill_between(line, [v - WITHIN_MM for v in line], [v + WITHIN_MM for v in line], color="0.9")
+        ax.plot(line, line, color="black", linewidth=0.6)
+        for variant in variants:
+            mine = [r for r in chosen if int(r["held_out_site"]) == site and r["variant"] == variant]
+            if mine:
+                ax.scatter(
+                    [min(r["nt_original_mm"], top) for r in mine], [min(r["nt_recon_mm"], top) for r in mine],
+                    s=6, alpha=0.5,
+                    label=f"{variant} ({len(mine)} measured)",
+                )  # fmt: skip
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="NT on the original (mm)", ylabel="NT on the reconstruction (mm)")
+        ax.set_title(f"held out {site_names.get(site, site)}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(
+        f"held-out standard planes, phase 2, all seeds (grey: within {WITHIN_MM} mm; larger values drawn at the edge)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = report_dir / "nt_fidelity.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path

@@ -477,12 +477,10 @@ class EarlyStopOnValidation:
             engine.terminate()
 
 
-class PerImageMetricsSaver:
-    """Collect every reconstruction metric per image during evaluation; write CSVs and a summary.
+class _EvaluationRowsSaver:
+    """Base of the evaluation savers: rows collected per iteration, written at completion.
 
-    Attach to an evaluator run with ``decollate=False``. At completion writes, atomically,
-    ``output_dir/per_image.csv``, ``output_dir/per_site.csv`` (means per site) and
-    ``output_dir/summary.json`` (means per site and overall).
+    Subclasses implement ``batch_rows(preds, batch)`` and ``write(engine)``.
 
     Args:
         output_dir: folder of the outputs.
@@ -500,9 +498,33 @@ class PerImageMetricsSaver:
 
     def collect(self, engine: Engine) -> None:
         """Add the current batch's rows."""
+        self.rows += self.batch_rows(engine.state.output["pred"], engine.state.batch)
+
+    def batch_rows(self, preds: torch.Tensor, batch: dict) -> list[dict]:
+        """The rows of one batch (``decollate=False`` output)."""
+        raise NotImplementedError
+
+    def write(self, engine: Engine) -> None:
+        """Write the outputs."""
+        raise NotImplementedError
+
+
+class PerImageMetricsSaver(_EvaluationRowsSaver):
+    """Collect every reconstruction metric per image during evaluation; write CSVs and a summary.
+
+    Attach to an evaluator run with ``decollate=False``. At completion writes, atomically,
+    ``output_dir/per_image.csv``, ``output_dir/per_site.csv`` (means per site) and
+    ``output_dir/summary.json`` (means per site and overall).
+
+    Args:
+        output_dir: folder of the outputs.
+    """
+
+    def batch_rows(self, preds: torch.Tensor, batch: dict) -> list[dict]:
+        """Every metric of every image of the batch."""
         from bundle.evaluation.report import per_image_rows
 
-        self.rows += per_image_rows(engine.state.output["pred"], engine.state.batch)
+        return per_image_rows(preds, batch)
 
     def write(self, engine: Engine) -> None:
         """Write the files (rank 0)."""
@@ -524,3 +546,49 @@ class PerImageMetricsSaver:
         atomic_write_text(self.output_dir / "per_site.csv", "\n".join(lines) + "\n")
         atomic_write_json(self.output_dir / "summary.json", summary)
         logger.info(f"evaluation of {len(self.rows)} images written to {self.output_dir} (per_image.csv, per_site.csv)")
+
+
+class NTFidelitySaver(_EvaluationRowsSaver):
+    """Measure the NT on every original and reconstruction during evaluation; write ``fidelity.csv`` and a summary.
+
+    Attach to an evaluator run with ``decollate=False`` over letterboxed items (``case_id`` and
+    geometries kept). Each reconstruction is mapped back to native geometry and the NT measured in
+    the native box on it and on the original (:mod:`bundle.evaluation.fidelity`, as the training
+    report does). At completion writes, atomically, ``output_dir/fidelity.csv`` (one row per
+    image) and ``output_dir/fidelity.json`` (standard and all planes: share measurable, median
+    and p90 of |NT(recon) - NT(original)|, share within 0.2 mm, bias, MAE against the exact NT).
+
+    Args:
+        output_dir: folder of the outputs.
+        entries: the evaluated datalist entries (``case_id``, ``image``, ``roi``,
+            ``pixel_spacing_mm``); entries without a spacing are skipped (the NT is in mm).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, entries: list[dict]) -> None:
+        super().__init__(output_dir)
+        self.entries = {e["case_id"]: e for e in entries}
+
+    def batch_rows(self, preds: torch.Tensor, batch: dict) -> list[dict]:
+        """The NT measurements of the batch's images."""
+        from bundle.evaluation.report import batch_fidelity_rows
+
+        return batch_fidelity_rows(preds, batch, self.entries)
+
+    def write(self, engine: Engine) -> None:
+        """Write the files (rank 0)."""
+        from bundle.evaluation.fidelity import fidelity_by_plane
+        from bundle.evaluation.report import FIDELITY_COLUMNS
+        from bundle.utils.atomic import atomic_write_csv
+
+        if not is_rank0() or not self.rows:
+            return
+        atomic_write_csv(self.output_dir / "fidelity.csv", self.rows, list(FIDELITY_COLUMNS))
+        summary = fidelity_by_plane(self.rows)
+        atomic_write_json(self.output_dir / "fidelity.json", summary)
+        standard = summary["standard_planes"]
+        logger.info(
+            f"NT fidelity of {len(self.rows)} images written to {self.output_dir} (fidelity.csv, fidelity.json); "
+            f"standard planes: measurable {standard['measurable_pct']:.0f} %, "
+            f"median {standard['abs_diff_median_mm']:.3f} mm, p90 {standard['abs_diff_p90_mm']:.3f} mm, "
+            f"bias {standard['bias_mm']:+.3f} mm"
+        )

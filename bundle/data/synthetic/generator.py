@@ -22,6 +22,7 @@ NONSTANDARD_PROBABILITY = 0.3
 FINEST_USEFUL_PIXEL_MM = 0.3
 TOP_MARGIN, BOTTOM_MARGIN, SIDE_MARGIN = 0.08, 0.03, 0.05
 NT_BOX_MARGIN_MM = 0.6
+IDEAL_STREAM = 1  # SeedSequence suffix of the speckle draws averaged by ``speckle_average``
 
 
 @dataclass
@@ -84,6 +85,36 @@ class ImageLayout:
         return np.meshgrid(x, z)
 
 
+def ideal_grey(
+    labels: np.ndarray,
+    sigma_samples: tuple[float, float],
+    gain_db: np.ndarray | float,
+    dynamic_range_db: float,
+    realizations: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Mean displayed grey level of a label map over independent speckle draws (polar grid).
+
+    The conditional mean of the image given its anatomy and scanner settings: what an ideal
+    reconstruction under a squared error would draw (no network can know the speckle itself).
+
+    Args:
+        labels: (radius, angle) tissue labels.
+        sigma_samples: PSF standard deviations in samples, as :func:`speckle_envelope`.
+        gain_db: gain (scalar or per depth), as :func:`log_compress`.
+        dynamic_range_db: displayed dynamic range.
+        realizations: speckle draws averaged (at least 1).
+        rng: random generator of the draws.
+
+    Returns:
+        float32 grey levels in [0, 255].
+    """
+    total = np.zeros(labels.shape, dtype=np.float64)
+    for _ in range(realizations):
+        total += log_compress(speckle_envelope(labels, sigma_samples, rng), gain_db, dynamic_range_db)
+    return (total / realizations).astype(np.float32)
+
+
 def _depth_mm(style: SiteStyle, crl_mm: float, rng: np.random.Generator) -> float:
     """Imaging depth: larger fetuses need a deeper field of view."""
     low, high = style.depth_mm
@@ -123,6 +154,7 @@ def generate_case(
     standard_plane: bool | None = None,
     calipers: bool | None = None,
     keep_intermediates: bool = False,
+    speckle_average: int = 0,
 ) -> SyntheticCase:
     """Render one synthetic NT image.
 
@@ -136,6 +168,11 @@ def generate_case(
         standard_plane: force a standard (True) or non-standard (False) plane; drawn when None.
         calipers: force burnt-in NT calipers on or off; drawn with the site's probability when None.
         keep_intermediates: also return the polar labels and pre-log envelope.
+        speckle_average: when above 0, render the scene's speckle-free ideal instead: the mean grey
+            level of this many independent speckle draws (:func:`ideal_grey`). Scene, gains,
+            interface and ground truth are those of the plain image (same ``rng`` draws), so the
+            ideal lies pixel for pixel on it: the best any reconstruction that cannot reproduce the
+            image's own speckle can do.
 
     Returns:
         the rendered case.
@@ -175,6 +212,9 @@ def generate_case(
     envelope = speckle_envelope(polar_labels, sigmas, rng)
     gain = style.gain_db + rng.uniform(-2.0, 2.0) + tgc_error_db(rng, n_radius, style.tgc_error_db)
     grey_polar = log_compress(envelope, gain, style.dynamic_range_db)
+    if speckle_average > 0:
+        speckle_rng = np.random.default_rng(np.random.SeedSequence([seed, site, index, IDEAL_STREAM]))
+        grey_polar = ideal_grey(polar_labels, sigmas, gain, style.dynamic_range_db, speckle_average, speckle_rng)
 
     def polar_indices(oversample_factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x, z = layout.pixel_centres_mm(oversample_factor)
