@@ -88,3 +88,11 @@ def test_a_canvas_resampled_onto_the_zoom_grid_matches_the_zoom_view():
     from_canvas = canvas_to_zoom(letterbox_image(image, letterbox), letterbox, zoom)
     assert from_canvas.shape == (1, 32, 32)
     assert float((from_canvas - zoom_image(image, zoom)).abs().max()) < 0.03
+
+
+def test_rows_of_unknown_plane_count_as_standard_as_measured_and_as_read_back_from_csv():
+    from bundle.evaluation.fidelity import is_standard_plane
+
+    assert all(is_standard_plane({"standard_plane": v}) for v in (True, "True", None, ""))
+    assert not any(is_standard_plane({"standard_plane": v}) for v in (False, "False"))
+    assert is_standard_plane({})

@@ -44,6 +44,7 @@ def test_protocol_writes_the_full_report_for_rotations_seeds_and_ablations(tmp_p
     assert 0 <= report["probes"]["2"]["phase2"]["Mahalanobis AUROC"] <= 1
     assert (tmp_path / "protocol/runs/heldout2_seed1/roi_cae/runs/quick/probes/probes.json").exists()
     assert (tmp_path / "protocol/report/distributions.png").exists()
+    assert ("nt_fidelity.png" in markdown) == (tmp_path / "protocol/report/nt_fidelity.png").exists()
     assert (tmp_path / "protocol/report/fidelity.csv").exists()
     # The variant reused the method's phase 1 instead of retraining it.
     variant_log = (tmp_path / "protocol/runs/heldout2_seed0/equal_weights/protocol_run.log").read_text()

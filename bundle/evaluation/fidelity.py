@@ -20,6 +20,7 @@ from bundle.data.transforms import LetterboxGeometry, unletterbox_image
 from bundle.evaluation.nt_measure import measure_nt_in_roi
 
 WITHIN_MM = 0.2
+MEASURE = object()  # sentinel of nt_fidelity_row: measure the original there
 
 
 def item_geometry(collated: Mapping, index: int) -> dict:
@@ -68,8 +69,22 @@ def native_reconstruction(
     return canvas[0].numpy()
 
 
-def nt_fidelity_row(original: np.ndarray, reconstruction: np.ndarray, entry: Mapping) -> dict:
+def measure_original(original: np.ndarray, entry: Mapping) -> dict | None:
+    """The NT measurement of an entry's native original in its box (None where no band was found)."""
+    return measure_nt_in_roi(original, entry["roi"], entry["pixel_spacing_mm"])
+
+
+def nt_fidelity_row(
+    original: np.ndarray, reconstruction: np.ndarray, entry: Mapping, measured_original: object = MEASURE
+) -> dict:
     """NT (mm) on the original and on the reconstruction inside the entry's native box.
+
+    Args:
+        original: the native original (H, W).
+        reconstruction: the reconstruction in native geometry (H, W).
+        entry: the datalist entry (``roi``, ``pixel_spacing_mm``, ``meta``).
+        measured_original: the original's :func:`measure_original`, when several reconstructions of one
+            image are compared (measured here by default).
 
     Returns:
         ``nt_true_mm`` (None when unknown), ``standard_plane`` (``meta.standard_plane``, None when
@@ -78,7 +93,8 @@ def nt_fidelity_row(original: np.ndarray, reconstruction: np.ndarray, entry: Map
     """
     spacing = entry["pixel_spacing_mm"]
     meta = entry.get("meta") or {}
-    measured_original = measure_nt_in_roi(original, entry["roi"], spacing)
+    if measured_original is MEASURE:
+        measured_original = measure_original(original, entry)
     measured_recon = measure_nt_in_roi(reconstruction, entry["roi"], spacing)
     return {
         "nt_true_mm": meta.get("nt_mm"),
@@ -95,13 +111,21 @@ def read_native(entry: Mapping) -> np.ndarray:
     return read_image(entry["image"]).array
 
 
+def is_standard_plane(row: Mapping) -> bool:
+    """Whether a fidelity row (as measured, or read back from ``fidelity.csv``) counts as a standard plane.
+
+    An NT is measured on a standard mid-sagittal plane in practice; rows whose ``standard_plane`` is
+    unknown count as standard.
+    """
+    return row.get("standard_plane") in (True, None, "True", "")
+
+
 def fidelity_by_plane(rows: Sequence[Mapping]) -> dict[str, dict[str, float]]:
     """:func:`fidelity_summary` of all rows (``all_planes``) and of the standard planes (``standard_planes``).
 
-    An NT is measured on a standard mid-sagittal plane in practice; images whose ``standard_plane``
-    is unknown count as standard.
+    Standard planes as :func:`is_standard_plane` decides.
     """
-    standard = [r for r in rows if r.get("standard_plane") in (True, None, "True", "")]
+    standard = [r for r in rows if is_standard_plane(r)]
     return {"all_planes": fidelity_summary(rows), "standard_planes": fidelity_summary(standard)}
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from bundle.data.roi_zoom import ROIZoomGeometry, unzoom_image, zoom_image
-from bundle.evaluation.fidelity import fidelity_by_plane, nt_fidelity_row, read_native
+from bundle.evaluation.fidelity import fidelity_by_plane, measure_original, nt_fidelity_row, read_native
 from bundle.model.metrics import gaussian_blur
 from tqdm import tqdm
 
@@ -96,10 +96,11 @@ def zoom_floor(
         height, width = original.shape
         geometry = ROIZoomGeometry.compute(entry["roi"], width, height, roi_canvas_size, roi_margin)
         row_mm.append((geometry.crop_box[3] - geometry.crop_box[1]) / roi_canvas_size * entry["pixel_spacing_mm"][0])
+        measured = measure_original(original, entry)
         for src in sources:
             pasted = None if src == ORIGINAL else _ideal_on(original, ideal_reader(entry), entry)
             for sigma, image in zoom_round_trips(original, geometry, levels, pasted).items():
-                per_level[(src, sigma)].append(nt_fidelity_row(original, image, entry))
+                per_level[(src, sigma)].append(nt_fidelity_row(original, image, entry, measured))
     if not row_mm:
         raise ValueError("zoom-floor needs entries with pixel_spacing_mm (the NT is measured in mm)")
     return {

@@ -82,9 +82,11 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     if fidelity["rows"]:
         atomic_write_csv(report_dir / "fidelity.csv", fidelity["rows"], list(fidelity["rows"][0]))
     protocol_figures(rows, report_dir, names)
-    fidelity_figure(fidelity["rows"], report_dir, names)
+    nt_figure = fidelity_figure(fidelity["rows"], report_dir, names)
     markdown = report_dir / "protocol.md"
-    atomic_write_text(markdown, protocol_markdown(settings, summary, jitter, fidelity, names, probes))
+    atomic_write_text(
+        markdown, protocol_markdown(settings, summary, jitter, fidelity, names, probes, nt_figure is not None)
+    )
     print(
         f"protocol: report written to {report_dir} (protocol.md, protocol.json, per_image.csv, fidelity.csv, figures)"
     )

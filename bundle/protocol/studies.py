@@ -118,7 +118,7 @@ def fidelity_study(settings: ProtocolSettings) -> dict:
         absolute difference, the share within 0.2 mm and the bias, over all images of all seeds. With
         more than one rotation, site ``"all"`` (:data:`POOLED`) pools the images of every rotation.
     """
-    from bundle.evaluation.fidelity import WITHIN_MM, fidelity_summary
+    from bundle.evaluation.fidelity import WITHIN_MM, fidelity_summary, is_standard_plane
 
     lengths = ("nt_true_mm", "nt_original_mm", "nt_recon_mm")
     rows = [
@@ -135,7 +135,7 @@ def fidelity_study(settings: ProtocolSettings) -> dict:
             r
             for r in tagged
             if (r["variant"], r["held_out_site"], r["split"], r["phase"]) == (variant, site, split, phase)
-            and (planes == "all_planes" or r.get("standard_plane") in ("True", "", None))
+            and (planes == "all_planes" or is_standard_plane(r))
         ]
         if not subset:
             continue

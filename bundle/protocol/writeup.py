@@ -182,8 +182,9 @@ def protocol_markdown(
     fidelity: dict,
     site_names: dict,
     probes: dict | None = None,
+    nt_figure: bool = False,
 ) -> str:
-    """The protocol report a person reads first."""
+    """The protocol report a person reads first (``nt_figure``: link ``nt_fidelity.png``, :func:`fidelity_figure`)."""
     example = settings.run_paths(settings.sites[0], settings.seeds[0], MAIN).output / "report/reconstructions.png"
     try:
         example = example.relative_to(settings.output_dir)
@@ -209,7 +210,7 @@ def protocol_markdown(
         "",
         "![phase-2 gain vs ROI size](gain_vs_roi_size.png)",
         "",
-        *(["![NT on reconstructions vs originals](nt_fidelity.png)", ""] if fidelity["rows"] else []),
+        *(["![NT on reconstructions vs originals](nt_fidelity.png)", ""] if nt_figure else []),
         f"Reconstruction grids of every run: `report/reconstructions.png` in its output folder, e.g. `{example}`.",
         "",
     ]
@@ -276,7 +277,7 @@ def fidelity_figure(rows: list[dict], report_dir: Path, site_names: dict) -> Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from bundle.evaluation.fidelity import WITHIN_MM
+    from bundle.evaluation.fidelity import WITHIN_MM, is_standard_plane
     from bundle.utils.atomic import atomic_path
 
     chosen = [
@@ -284,7 +285,7 @@ def fidelity_figure(rows: list[dict], report_dir: Path, site_names: dict) -> Pat
         for r in rows
         if r["split"] == "held_out"
         and r["phase"] == "phase2"
-        and r.get("standard_plane") in ("True", True)
+        and is_standard_plane(r)
         and None not in (r["nt_original_mm"], r["nt_recon_mm"])
     ]
     if not chosen:
