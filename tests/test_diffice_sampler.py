@@ -7,7 +7,7 @@ import math
 import bundle.diffice.counterfactual as cf
 import pytest
 import torch
-from bundle.diffice.counterfactual import GuidanceSettings, Sampler, diff_ice, guided_pass, search_lambda
+from bundle.diffice.counterfactual import GuidanceSettings, Sampler, guided_pass, search_lambda
 from bundle.diffice.schedule import NoiseSchedule
 from torch import nn
 
@@ -178,55 +178,107 @@ class CountingUNet(nn.Module):
         return 0.1 * self.conv(x)
 
 
-@pytest.mark.parametrize("gradient, expect_backward", [("x0", False), ("x_t", True)])
+class FlatProximity:
+    """Squared distance of the raw pixels: the proximity interface on a toy."""
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def __call__(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return (x - reference).pow(2).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("gradient, expect_backward", [("x0", False), ("dime", False), ("x_t", True)])
 def test_efficient_guidance_never_backpropagates_through_the_unet(gradient, expect_backward):
     unet = CountingUNet()
     respaced = NoiseSchedule(1000).respaced(10)
     settings = GuidanceSettings(tau=4, lambda_c=40.0, lambda_p=1.0, gradient=gradient)
     x = _images(4)
-    sampler = Sampler(lambda z, t: unet(z, t), respaced, LinearClassifier(64), lambda im: im.flatten(1))
+    sampler = Sampler(lambda z, t: unet(z, t), respaced, LinearClassifier(64), FlatProximity())
     guided_pass(x, x, sampler, settings, None)
     assert all(p.grad is None for p in unet.parameters())  # never accumulates into the UNet
     assert (unet.backward_calls > 0) == expect_backward
 
 
-def test_iterations_chain_from_the_previous_output_with_proximity_to_the_original(monkeypatch):
+def test_dime_estimates_x0_with_a_nested_unguided_chain():
+    calls = []
+    respaced = NoiseSchedule(1000).respaced(10)
+
+    def denoise(z, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(z)
+
+    settings = GuidanceSettings(tau=3, lambda_c=1.0, lambda_p=0.0, gradient="dime")
+    guided_pass(_images(2), _images(2), Sampler(denoise, respaced, LinearClassifier(64)), settings, None)
+    # each outer step i (3, 2, 1, 0) calls the UNet once, then once per step of the chain i .. 0
+    assert len(calls) == sum(1 + (i + 1) for i in range(4))
+
+
+def test_each_iteration_searches_lambda_and_reruns_only_unflipped_inputs_from_the_same_start(monkeypatch):
     calls = []
 
-    def fake_pass(x, original, *args, **kwargs):
-        calls.append((x, original))
-        return x + 1.0
+    def fake_pass(x, original, sampler, settings, generator, start_noise):
+        calls.append((x.clone(), original.clone(), settings.lambda_c, start_noise.clone()))
+        return x + settings.lambda_c  # the output carries the lambda_c that made it
 
     monkeypatch.setattr(cf, "guided_pass", fake_pass)
-    original = torch.zeros(2, 1, 4, 4)
-    seen = []
-    outputs = diff_ice(original, None, None, 3, on_iteration=lambda level, out: seen.append(level))
-    assert [float(o.mean()) for o in outputs] == [1.0, 2.0, 3.0]
-    assert calls[0][0] is original and calls[1][0] is outputs[0] and calls[2][0] is outputs[1]
-    assert all(c[1] is original for c in calls) and seen == [1, 2, 3]
+    original = torch.zeros(4, 1, 2, 2)
+    original[:, 0, 0, 0] = torch.arange(4.0)  # tag each input
+    # an input flips once its output's mean has grown by at least its own threshold
+    thresholds = torch.tensor([10.0, 20.0, 1e9, 10.0])
+
+    def is_flipped(images: torch.Tensor) -> torch.Tensor:
+        tag = images[:, 0, 0, 1] / 1.0  # the sum of lambdas applied so far, read off an untagged pixel
+        index = (images[:, 0, 0, 0] - images[:, 0, 0, 1]).round().long()
+        return tag >= thresholds[index]
+
+    result = cf.diff_ice(original, None, GuidanceSettings(tau=1), 2, (10.0, 20.0), is_flipped, torch.Generator())
+    # iteration 1: all four with 10; inputs 1 and 2 did not flip and re-run with 20
+    lambdas_1 = [c[2] for c in calls[:2]]
+    assert lambdas_1 == [10.0, 20.0] and len(calls[0][0]) == 4 and len(calls[1][0]) == 2
+    assert torch.equal(calls[1][3], calls[0][3][[1, 2]])  # the re-run reuses the same z_tau
+    assert result.searches[0].runs == {10.0: [0, 1, 2, 3], 20.0: [1, 2]}
+    assert result.searches[0].lambda_used.tolist() == [10.0, 20.0, 20.0, 10.0]
+    # iteration 2 starts from iteration 1's kept outputs, with proximity still to the original
+    second = calls[2]
+    assert torch.equal(second[0], result.outputs[0]) and torch.equal(second[1], original)
+    assert not torch.equal(calls[2][3], calls[0][3])  # a new z_tau per iteration
+    assert result.searches[1].runs == {10.0: [0, 1, 2, 3], 20.0: [2]}
+    assert result.outputs[1][:, 0, 0, 1].tolist() == [20.0, 30.0, 40.0, 20.0]
 
 
 def test_lambda_search_reruns_only_unflipped_samples():
     thresholds = torch.tensor([40.0, 60.0, 80.0, math.inf, 60.0])  # the lambda_c that flips each sample
-    original = torch.arange(5.0).reshape(5, 1)
+    seen = []
 
-    def run(subset: torch.Tensor, lambda_c: float) -> list[torch.Tensor]:
-        tag = torch.full_like(subset, lambda_c)
-        return [tag * 0.5, torch.cat([subset, tag], 1)[:, 1:]]  # two iterations; the last carries lambda_c
+    def run(index: torch.Tensor, lambda_c: float) -> torch.Tensor:
+        seen.append(index.tolist())
+        return torch.stack([index.float(), torch.full((len(index),), lambda_c)], 1)
 
-    def is_flipped(last: torch.Tensor) -> torch.Tensor:
-        # the sample index is not in the output, so look it up through the run order
-        return last[:, 0] >= current_thresholds.pop(0)
+    def is_flipped(out: torch.Tensor) -> torch.Tensor:
+        return out[:, 1] >= thresholds[out[:, 0].long()]
 
-    current_thresholds: list = []
-
-    def run_and_remember(subset, lambda_c):
-        current_thresholds.append(thresholds[subset[:, 0].long()])
-        return run(subset, lambda_c)
-
-    result = search_lambda(original, run_and_remember, is_flipped, (40, 60, 80))
+    result = search_lambda(5, run, is_flipped, (40, 60, 80))
+    assert seen == [[0, 1, 2, 3, 4], [1, 2, 3, 4], [2, 3]]
     assert result.runs == {40.0: [0, 1, 2, 3, 4], 60.0: [1, 2, 3, 4], 80.0: [2, 3]}
     assert result.lambda_used.tolist() == [40.0, 60.0, 80.0, 80.0, 60.0]
     assert result.flipped.tolist() == [True, True, True, False, True]
-    assert result.outputs[-1][:, 0].tolist() == [40.0, 60.0, 80.0, 80.0, 60.0]  # each keeps its own run's output
-    assert result.outputs[0][:, 0].tolist() == [20.0, 30.0, 40.0, 40.0, 30.0]
+    assert result.output[:, 1].tolist() == [40.0, 60.0, 80.0, 80.0, 60.0]  # each keeps its own run's output
+
+
+def test_guidance_budget_scales_lambda_to_the_papers_total_push():
+    schedule = NoiseSchedule(1000)
+    paper = cf.guidance_budget(schedule, 400, 120)
+    # the budget is the sum of the guided steps' variances, computed by hand from the chain
+    respaced = schedule.respaced(50)
+    assert cf.guidance_budget(schedule, 50, 15) == pytest.approx(sum(respaced.sigma(i) ** 2 for i in range(1, 16)))
+    scale = cf.guidance_scale(schedule, 50, 15, (64, 64))
+    assert scale["budget"] == pytest.approx(paper / cf.guidance_budget(schedule, 50, 15))
+    assert scale["size"] == pytest.approx(64 * 64 / (224 * 288))
+    assert scale["scale"] == pytest.approx(scale["budget"] * scale["size"])
+    # the paper's own chain and size need no scaling
+    assert cf.guidance_scale(schedule, 400, 120, (224, 288))["scale"] == pytest.approx(1.0)
+    # a scaled lambda gives the same total push: lambda x budget is the paper's
+    assert 40.0 * scale["budget"] * cf.guidance_budget(schedule, 50, 15) == pytest.approx(40.0 * paper)
+    with pytest.raises(ValueError, match="tau 60"):
+        cf.guidance_budget(schedule, 50, 60)

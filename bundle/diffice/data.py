@@ -17,9 +17,27 @@ from bundle.data.synthetic.anatomy import LABELS
 from bundle.data.transforms import LoadUltrasoundImaged
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import Compose, MapTransform, Resized, ResizeWithPadOrCropd, SelectItemsd
+from monai.transforms import (
+    Compose,
+    Lambdad,
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandScaleIntensityd,
+    Resized,
+    ResizeWithPadOrCropd,
+    SelectItemsd,
+)
 
-__all__ = ["STRUCTURE_CLASSES", "diffice_items", "LoadLabelMapd", "StructureClassesd", "diffice_preprocessing"]
+__all__ = [
+    "STRUCTURE_CLASSES",
+    "diffice_items",
+    "LoadLabelMapd",
+    "StructureClassesd",
+    "diffice_preprocessing",
+    "training_augmentation",
+]
 
 #: segmentation classes of the guide: name -> tissue labels of the synthetic label map
 STRUCTURE_CLASSES: dict[str, tuple[int, ...]] = {
@@ -62,6 +80,7 @@ def diffice_items(entries: Sequence[dict]) -> list[dict]:
                 "plane": SP if flag else NSP,
                 "site": int(entry.get("site", 0)),
                 "case_id": entry.get("case_id", str(i)),
+                "reason": "standard" if flag else str((entry.get("meta") or {}).get("nonstandard_reason") or "unknown"),
             }
         )
     return items
@@ -164,6 +183,44 @@ def diffice_preprocessing(image_size: Sequence[int]) -> Compose:
             Resized(keys="label", spatial_size=max(height, width), size_mode="longest", mode="nearest"),
             ResizeWithPadOrCropd(keys=["image", "label"], spatial_size=(height, width)),
             StructureClassesd(keys="label"),
-            SelectItemsd(keys=["image", "label", "plane", "site", "case_id"]),
+            SelectItemsd(keys=["image", "label", "plane", "site", "case_id", "reason"]),
         ]
     )
+
+
+def clip_unit(image: torch.Tensor) -> torch.Tensor:
+    """Clamp grey levels to [0, 1] (after a random gain)."""
+    return image.clamp(0.0, 1.0)
+
+
+def training_augmentation(
+    preprocessing: Compose, shift_px: float = 3.0, intensity: bool = True, keys: Sequence[str] = ("image",)
+) -> Compose:
+    """``preprocessing`` then random flips, small shifts and intensity jitter (the guide's and oracle's training).
+
+    A left-right flip is a valid image (the head lies on either side); shifts of a few pixels and
+    gain/gamma changes keep a classifier from reading the plane off position or brightness.
+
+    Args:
+        preprocessing: the deterministic chain (cached by ``CacheDataset`` up to the first random step).
+        shift_px: largest shift in pixels (0: none).
+        intensity: random gain (x 0.8-1.2) and gamma (0.8-1.25) on ``image``.
+        keys: keys that are flipped and shifted (add ``label`` to move a label map with its image).
+
+    Returns:
+        the chain.
+    """
+    keys = list(keys)
+    modes = ["nearest" if key == "label" else "bilinear" for key in keys]
+    steps = [RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]
+    if shift_px:
+        steps.append(
+            RandAffined(keys=keys, prob=0.5, translate_range=(shift_px, shift_px), mode=modes, padding_mode="zeros")
+        )
+    if intensity:
+        steps += [
+            RandScaleIntensityd(keys="image", factors=0.2, prob=0.5),
+            RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.5),
+            Lambdad(keys="image", func=clip_unit),
+        ]
+    return Compose([*preprocessing.transforms, *steps])

@@ -1,7 +1,13 @@
-"""Counterfactual metrics (SPEC 7, the paper's Table 2): flip ratio, MAD, BKL, FID/FSD-like, SonoSim-like, MQD.
+"""Counterfactual metrics as the Diff-ICE paper defines them (arXiv 2403.08700, Table 2; SPEC 7).
 
-All take tensors in [0, 1] or plain probabilities/features and return floats. Frechet distances use
-``monai.metrics.FIDMetric`` on features of local networks (no ImageNet/RadImageNet download).
+Every metric is computed on the inputs the guide calls non-standard. Validity: flip ratio (share of
+counterfactuals the guide calls standard), BKL (mean ``1 - p_SP(x_c)``) and MAD (mean change of the
+guide's probability, ``|p_SP(x_c) - p_SP(x)|``: a probability, not pixels). Realism: FID and FSD,
+Frechet distances between the *inputs* and their *valid* counterfactuals. Similarity: SonoSim, the
+cosine of classifier features, counterfactual vs input. Quality: MQD, the oracle's mean rise over
+the inputs it calls non-standard, ``(1/N) sum 1[o(x) < 0.5] (o(x_c) - o(x))``. The pixel change
+has its own name (:func:`pixel_change`). Frechet distances use ``monai.metrics.FIDMetric`` on
+features of local networks (no ImageNet download).
 """
 
 from __future__ import annotations
@@ -14,34 +20,39 @@ from monai.metrics import FIDMetric
 
 __all__ = [
     "flip_ratio",
-    "mean_absolute_difference",
     "bkl",
+    "mean_absolute_difference",
+    "pixel_change",
     "frechet_distance",
     "paired_cosine",
     "mean_quality_difference",
-    "segmentation_features",
 ]
 
 
 def flip_ratio(p_sp: torch.Tensor, threshold: float = 0.5) -> float:
-    """Share of counterfactuals the guide classifies as standard plane (``p_SP > threshold``)."""
+    """Flip ratio: share of counterfactuals the guide classifies as standard plane (``p_SP > threshold``)."""
     return float((p_sp > threshold).float().mean())
 
 
-def mean_absolute_difference(counterfactual: torch.Tensor, original: torch.Tensor) -> float:
-    """MAD: mean absolute pixel difference between counterfactual and input, in [0, 1] units."""
-    return float((counterfactual - original).abs().mean())
-
-
 def bkl(p_sp: torch.Tensor) -> float:
-    """BKL = mean of ``1 - p_SP(x_c)``: how far from certain standard plane the counterfactuals are."""
+    """BKL = mean of ``1 - p_SP(x_c)``: how far from a certain standard plane the counterfactuals are."""
     return float((1.0 - p_sp).mean())
 
 
+def mean_absolute_difference(p_counterfactual: torch.Tensor, p_input: torch.Tensor) -> float:
+    """MAD = mean ``|p_SP(x_c) - p_SP(x)|`` under the guide: how far the edit moved the decision."""
+    return float((p_counterfactual - p_input).abs().mean())
+
+
+def pixel_change(counterfactual: torch.Tensor, original: torch.Tensor) -> float:
+    """Mean absolute pixel change from input to counterfactual, in [0, 1] grey-level units (not the paper's MAD)."""
+    return float((counterfactual - original).abs().mean())
+
+
 def frechet_distance(features: torch.Tensor, reference: torch.Tensor) -> float:
-    """Frechet distance between two feature sets (N, D) with ``monai.metrics.FIDMetric``."""
+    """Frechet distance between two feature sets (N, D) with ``monai.metrics.FIDMetric``; NaN below 2 per set."""
     if len(features) < 2 or len(reference) < 2:
-        raise ValueError("the Frechet distance needs at least 2 feature vectors per set")
+        return float("nan")
     with warnings.catch_warnings():
         # fewer images than feature dimensions give singular covariances (stated in docs/diffice.md);
         # MONAI's matrix square root also passes an argument SciPy deprecates
@@ -51,15 +62,22 @@ def frechet_distance(features: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def paired_cosine(features: torch.Tensor, reference: torch.Tensor) -> float:
-    """SonoSim-like: mean cosine similarity of paired feature vectors (counterfactual vs its input)."""
+    """SonoSim: mean cosine similarity of paired feature vectors (counterfactual vs its input)."""
     return float(F.cosine_similarity(features.flatten(1), reference.flatten(1), dim=1).mean())
 
 
-def mean_quality_difference(p_counterfactual: torch.Tensor, p_original: torch.Tensor) -> float:
-    """MQD: mean rise of the oracle's standard-plane probability from input to counterfactual."""
-    return float((p_counterfactual - p_original).mean())
+def mean_quality_difference(o_counterfactual: torch.Tensor, o_input: torch.Tensor, threshold: float = 0.5) -> float:
+    """MQD = ``(1/N) sum_i 1[o(x_i) < threshold] (o(x_c,i) - o(x_i))`` with the oracle's ``o = p_SP``.
 
+    Args:
+        o_counterfactual: the oracle's standard-plane probability of each counterfactual (N,).
+        o_input: the oracle's probability of each input (N,).
+        threshold: inputs the oracle already calls standard contribute 0.
 
-def segmentation_features(probabilities: torch.Tensor, grid: int = 4) -> torch.Tensor:
-    """FSD-like features: structure probabilities (B, K, H, W) averaged on a ``grid`` x ``grid`` layout."""
-    return F.adaptive_avg_pool2d(probabilities, grid).flatten(1)
+    Returns:
+        the mean over all ``N`` inputs.
+    """
+    if len(o_input) == 0:
+        return float("nan")
+    indicator = (o_input < threshold).to(o_input.dtype)
+    return float((indicator * (o_counterfactual - o_input)).mean())

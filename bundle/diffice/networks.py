@@ -2,8 +2,11 @@
 
 The guiding classifier is ``f(x) = l(s(x), x)`` (SPEC 7): a MONAI ``UNet`` ``s`` segments the
 structures, and SonoNet-16 ``l`` classifies ``concat(x, softmax(s(x)))`` as non-standard (0) or
-standard (1) plane. The oracle that scores counterfactuals (MQD) is a different architecture
-(MONAI ResNet-10) trained on its own seed, so the guide cannot simply fool its own judge.
+standard (1) plane. The oracle that scores counterfactuals (MQD, and the features of FSD and
+SonoSim) is a different architecture (MONAI ResNet-10) trained on its own seed and on the other half
+of the training images, so the guide cannot simply fool its own judge. Both classifiers see each
+image standardised (:class:`Standardize`), so a site's gain does not decide the plane. The
+proximity term is a spatial perceptual distance (:class:`SpatialPerceptualDistance`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ __all__ = [
     "oracle_net",
     "FeatureNet",
     "ResNet50Features",
+    "Standardize",
+    "SpatialPerceptualDistance",
+    "oracle_features",
     "diffusion_unet",
     "freeze",
 ]
@@ -71,17 +77,48 @@ class SonoNet16(nn.Module):
         return self.adaption(self.features(x)).mean(dim=(2, 3))
 
 
-def segmentation_net(num_classes: int, channels: Sequence[int] = (16, 32, 64, 128)) -> UNet:
-    """The structure segmentation net ``s``: a 2-D MONAI ``UNet`` (1 input channel, logits out)."""
+def standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each image (B, C, H, W) shifted to mean 0 and scaled to standard deviation 1 (``std + eps``)."""
+    return (x - x.mean(dim=(1, 2, 3), keepdim=True)) / (x.std(dim=(1, 2, 3), keepdim=True) + eps)
+
+
+class Standardize(nn.Module):
+    """Per-image standardisation in front of a network: ``net((x - mean(x)) / std(x))``.
+
+    Part of the network (not of the data pipeline) so that guidance gradients pass through it.
+
+    Args:
+        network: the wrapped network.
+        eps: added to the standard deviation.
+    """
+
+    def __init__(self, network: nn.Module, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.network = network
+        self.eps = eps
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / (std + eps)`` per image."""
+        return standardize(x, self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped network on the standardised images."""
+        return self.network(self.standardize(x))
+
+
+def segmentation_net(num_classes: int, channels: Sequence[int] = (16, 32, 64, 128)) -> Standardize:
+    """The structure segmentation net ``s``: a 2-D MONAI ``UNet`` (1 channel in, logits out), standardised input."""
     channels = tuple(int(c) for c in channels)
-    return UNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=num_classes,
-        channels=channels,
-        strides=(2,) * (len(channels) - 1),
-        num_res_units=1,
-        norm="batch",
+    return Standardize(
+        UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=num_classes,
+            channels=channels,
+            strides=(2,) * (len(channels) - 1),
+            num_res_units=1,
+            norm="batch",
+        )
     )
 
 
@@ -120,12 +157,21 @@ class GuidedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2): non-standard, standard."""
-        return self.classifier(torch.cat([x, self.segment(x)], dim=1))
+        return self.classifier(torch.cat([standardize(x), self.segment(x)], dim=1))
 
 
 def oracle_net(num_classes: int = 2) -> nn.Module:
-    """The independent oracle: a 2-D MONAI ResNet-10 on the image alone."""
-    return resnet10(spatial_dims=2, n_input_channels=1, num_classes=num_classes)
+    """The independent oracle: a 2-D MONAI ResNet-10 on the standardised image alone."""
+    return Standardize(resnet10(spatial_dims=2, n_input_channels=1, num_classes=num_classes))
+
+
+def oracle_features(oracle: Standardize, x: torch.Tensor) -> torch.Tensor:
+    """The oracle's pooled features (B, 512) before its last layer: the FSD and SonoSim features."""
+    net = oracle.network
+    h = net.act(net.bn1(net.conv1(oracle.standardize(x))))
+    h = h if net.no_max_pool else net.maxpool(h)
+    h = net.layer4(net.layer3(net.layer2(net.layer1(h))))
+    return net.avgpool(h).flatten(1)
 
 
 class FeatureNet(nn.Module):
@@ -153,6 +199,15 @@ class FeatureNet(nn.Module):
         self.num_features = cin
         self.site_head = nn.Linear(cin, num_sites)
         self.structure_head = nn.Linear(cin, num_structures)
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of each stage (before its pooling) for images in [0, 1]: the proximity features."""
+        maps = []
+        for layer in self.body:
+            if isinstance(layer, nn.MaxPool2d):
+                maps.append(x)
+            x = layer(x)
+        return maps
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, num_features) of images in [0, 1]."""
@@ -194,9 +249,54 @@ class ResNet50Features(nn.Module):
         """Pooled features (B, 2048) of grey images in [0, 1] (repeated to 3 channels)."""
         return self.net(x.expand(-1, 3, -1, -1))
 
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of ``layer1`` .. ``layer4`` for grey images in [0, 1]: the proximity features."""
+        net = self.net
+        h = net.act(net.bn1(net.conv1(x.expand(-1, 3, -1, -1))))
+        h = h if net.no_max_pool else net.maxpool(h)
+        maps = []
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            h = layer(h)
+            maps.append(h)
+        return maps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`features`."""
         return self.features(x)
+
+
+class SpatialPerceptualDistance(nn.Module):
+    """LPIPS-style distance on a frozen network: the proximity term ``L_p`` of Diff-ICE.
+
+    ``d(x, y) = sum_l mean_hw || n(f_l(x)) - n(f_l(y)) ||^2`` where ``f_l`` are the network's feature
+    maps and ``n`` normalises each position's channel vector to unit length (MONAI
+    ``PerceptualLoss``'s ``normalize_tensor`` / ``spatial_average`` formula, without learned layer
+    weights). Keeping the spatial layout (no global pooling) is what protects the parts of the image
+    the explanation should not touch; the normalisation makes each layer's term lie in [0, 4]
+    whatever the network's feature scale, so one ``lambda_p`` fits any extractor.
+
+    Args:
+        network: a frozen module with ``feature_maps(x) -> list of (B, C_l, H_l, W_l)`` for [0, 1] images.
+        eps: inside the square root of the normalisation (finite gradients at identical features).
+    """
+
+    def __init__(self, network: nn.Module, eps: float = 1e-10) -> None:
+        super().__init__()
+        self.network = freeze(network)
+        self.eps = eps
+
+    def _normalized(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [f / torch.sqrt(f.pow(2).sum(dim=1, keepdim=True) + self.eps) for f in self.network.feature_maps(x)]
+
+    def reference(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The normalised feature maps of the originals, computed once per pass."""
+        return [f.detach() for f in self._normalized(x)]
+
+    def forward(self, x: torch.Tensor, reference: list[torch.Tensor]) -> torch.Tensor:
+        """Distance of each image in ``x`` to its reference (B,)."""
+        pairs = zip(self._normalized(x), reference, strict=True)
+        terms = [(f - r).pow(2).sum(dim=1).mean(dim=(1, 2)) for f, r in pairs]
+        return torch.stack(terms).sum(0)
 
 
 def diffusion_unet(

@@ -1,9 +1,12 @@
-"""Counterfactual study and report: Diff-ICE and its baselines on held-out non-standard planes.
+"""Counterfactual study and report: Diff-ICE, its baselines and the unguided control on held-out images.
 
-For every method (Diff-ICE, Diff-ICE_1 and the gradient-through-x_t variant) and every iteration,
-the report gives the paper's Table 2 columns: flip ratio, MAD, BKL, FID-like, FSD-like, SonoSim-like,
-MQD, seconds per batch and peak memory. Figures show the input and each iteration with the guide's
-predicted segmentation. Everything is written atomically under ``output_dir``.
+The inputs are the held-out images the guide calls non-standard (the paper's protocol). For every
+method and iteration the report gives the paper's Table 2 columns (:mod:`bundle.diffice.metrics`):
+flip ratio, MAD (guide probability change), BKL, FID and FSD (inputs vs valid counterfactuals),
+SonoSim, MQD; then the pixel change, the distance to real standard planes, seconds per batch, total
+seconds and peak memory. Realism and similarity features come from networks that are neither the
+guide nor the proximity network: FID from the evaluation feature network, FSD and SonoSim from the
+oracle. Everything is written atomically under ``output_dir``.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from bundle.diffice import metrics as M
-from bundle.diffice.counterfactual import GuidanceSettings, Sampler, diff_ice, search_lambda, to_unit
-from bundle.diffice.data import SP
+from bundle.diffice.counterfactual import GuidanceSettings, Sampler, diff_ice, guidance_scale, to_unit
+from bundle.diffice.data import NSP, SP
+from bundle.diffice.networks import oracle_features
 from bundle.diffice.schedule import NoiseSchedule
 from bundle.model.batches import plain_tensor
 from bundle.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -28,9 +32,32 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StudyModels", "collect", "balanced_accuracy", "mean_dice", "counterfactual_study", "write_diffice_report"]
+__all__ = [
+    "StudyModels",
+    "METHODS",
+    "collect",
+    "balanced_accuracy",
+    "mean_dice",
+    "classifier_summary",
+    "iteration_metrics",
+    "counterfactual_study",
+    "write_diffice_report",
+]
 
-COLUMNS = ("flip_ratio", "mad", "bkl", "fid_like", "fsd_like", "sonosim_like", "mqd", "seconds_per_batch", "peak_mb")
+#: method name -> (gradient estimate, iterations: "L" or 1, lambda_c searched: "search" or "zero")
+METHODS: dict[str, tuple[str, str, str]] = {
+    "Diff-ICE": ("x0", "L", "search"),
+    "Diff-ICE_1 (grad x_t)": ("x_t", "1", "search"),
+    "DiME": ("dime", "1", "search"),
+    "unguided (lambda_c = 0)": ("x0", "L", "zero"),
+}
+#: the paper's Table 1 (real data, 224 x 288): method -> metric -> value
+PAPER_TABLE = {
+    "Diff-ICE (L = 5)": {"flip_ratio": 0.982, "mad": 0.284, "bkl": 0.336, "mqd": 0.371, "sonosim": 0.790, "fid": 42.4},
+    "Diff-ICE_1": {"flip_ratio": 0.982, "mad": 0.234, "mqd": 0.253},
+    "DiME": {"flip_ratio": 0.966, "mad": 0.231},
+}
+NSP_TYPES = ("oblique", "tilted", "blurred")
 
 
 @dataclass(frozen=True)
@@ -38,33 +65,39 @@ class StudyModels:
     """The trained parts of a counterfactual study.
 
     Args:
-        unet: the trained eps-prediction DDPM UNet.
+        unet: the trained eps-prediction DDPM UNet (EMA weights).
         guide: the guiding classifier ``f`` (frozen, with ``segment``).
-        oracle: the independent oracle classifier (frozen).
-        psi: the frozen feature function on [0, 1] images.
+        oracle: the independent oracle classifier (frozen; MQD, and the FSD / SonoSim features).
+        proximity: the proximity distance ``L_p`` (:class:`~bundle.diffice.networks.SpatialPerceptualDistance`).
+        evaluator: the evaluation feature network of FID (frozen; neither the guide nor ``psi``).
         schedule: the forward process of the DDPM.
     """
 
     unet: nn.Module
     guide: nn.Module
     oracle: nn.Module
-    psi: Callable[[torch.Tensor], torch.Tensor]
+    proximity: object
+    evaluator: nn.Module
     schedule: NoiseSchedule
 
 
-def collect(data_loader, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Stack a loader's ``image`` (B, 1, H, W), ``label``, ``plane`` and ``site`` into tensors."""
-    parts: dict[str, list[torch.Tensor]] = {"image": [], "label": [], "plane": [], "site": []}
+def collect(data_loader, device: str | torch.device = "cpu") -> dict[str, object]:
+    """Stack a loader's ``image`` (B, 1, H, W), ``label``, ``plane``, ``site`` and the ``reason`` strings."""
+    parts: dict[str, list] = {"image": [], "label": [], "plane": [], "site": [], "reason": []}
     for batch in data_loader:
         for key in parts:
-            parts[key].append(plain_tensor(batch[key]))
-    return {key: torch.cat(values).to(device) for key, values in parts.items()}
+            value = batch[key]
+            parts[key].append(list(value) if key == "reason" else plain_tensor(value))
+    out: dict[str, object] = {key: torch.cat(values).to(device) for key, values in parts.items() if key != "reason"}
+    out["reason"] = np.array([r for chunk in parts["reason"] for r in chunk])
+    return out
 
 
 def balanced_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
-    """Mean per-class recall over the classes present in ``truth``."""
-    recalls = [float((predicted[truth == c] == c).float().mean()) for c in torch.unique(truth)]
-    return float(np.mean(recalls))
+    """Mean per-class recall over the classes present in ``truth`` (``sklearn.metrics.balanced_accuracy_score``)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(truth.cpu().numpy(), predicted.cpu().numpy()))
 
 
 def mean_dice(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> float:
@@ -78,14 +111,13 @@ def mean_dice(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) ->
 
 
 @torch.no_grad()
-def _probabilities(network: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Softmax probability of the standard plane for images in [0, 1]."""
-    return torch.cat([torch.softmax(network(x), 1)[:, SP] for x in images.split(batch_size)])
-
-
-@torch.no_grad()
-def _features(fn, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     return torch.cat([fn(x) for x in images.split(batch_size)])
+
+
+def _p_sp(network: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of the standard plane for images in [0, 1]."""
+    return _batched(lambda x: torch.softmax(network(x), 1)[:, SP], images)
 
 
 def _peak_mb(device: torch.device) -> float:
@@ -94,88 +126,123 @@ def _peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def iteration_metrics(
-    counterfactuals: torch.Tensor,
-    originals: torch.Tensor,
-    reference_sp: torch.Tensor,
-    models: StudyModels,
-    called_nsp: torch.Tensor | None = None,
-) -> dict[str, float]:
-    """Table 2 metrics of one set of counterfactuals (all images in [0, 1]).
+def classifier_summary(p_sp: torch.Tensor, plane: torch.Tensor, reason: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy, standard-plane recall and the recall of each non-standard type.
 
     Args:
-        counterfactuals: (B, 1, H, W).
-        originals: their inputs.
-        reference_sp: real standard planes (the Frechet reference).
-        models: the guide (flip ratio, BKL, FSD-like features through its segmenter), the oracle
-            (MQD) and ``psi`` (FID-like and SonoSim-like).
-        called_nsp: (B,) bool, the inputs the guide called non-standard; adds their flip ratio.
+        p_sp: predicted standard-plane probabilities (N,).
+        plane: true classes (1 = SP).
+        reason: per image ``standard`` or the non-standard type.
+
+    Returns:
+        ``balanced_accuracy``, ``recall_standard`` and ``recall_<type>`` (share called NSP).
+    """
+    predicted = (p_sp > 0.5).long().cpu()
+    plane = plane.cpu()
+    out = {"balanced_accuracy": balanced_accuracy(predicted, plane)}
+    out["recall_standard"] = float((predicted[plane == SP] == SP).float().mean())
+    for kind in NSP_TYPES:
+        mask = torch.as_tensor(reason == kind)
+        out[f"recall_{kind}"] = float((predicted[mask] == NSP).float().mean()) if mask.any() else float("nan")
+    return out
+
+
+def iteration_metrics(
+    counterfactuals: torch.Tensor, inputs: torch.Tensor, models: StudyModels, reference_sp: torch.Tensor, reason=None
+) -> dict[str, float]:
+    """The paper's Table 2 metrics of one set of counterfactuals of ``inputs`` (all images in [0, 1]).
+
+    Args:
+        counterfactuals: (N, 1, H, W).
+        inputs: their inputs (the images the guide calls non-standard).
+        models: guide (validity), oracle (MQD; FSD and SonoSim features), evaluator (FID features).
+        reference_sp: real held-out standard planes (the extra ``fid_to_real_sp`` column).
+        reason: per input its non-standard type (adds ``flip_ratio_<type>``), or None.
 
     Returns:
         metric name -> value.
     """
-    guide, oracle, psi = models.guide, models.oracle, models.psi
-    p_guide = _probabilities(guide, counterfactuals)
-    extra = {}
-    if called_nsp is not None:
-        kept = p_guide[called_nsp.to(p_guide.device)]
-        extra = {"flip_ratio_guide_nsp": M.flip_ratio(kept) if len(kept) else float("nan")}
-        extra["guide_nsp_inputs"] = int(called_nsp.sum())
-    cf_features, orig_features = _features(psi, counterfactuals), _features(psi, originals)
-    segment = guide.segment
-    return {
-        "flip_ratio": M.flip_ratio(p_guide),
-        "mad": M.mean_absolute_difference(counterfactuals, originals),
-        "bkl": M.bkl(p_guide),
-        "fid_like": M.frechet_distance(cf_features, _features(psi, reference_sp)),
-        "fsd_like": M.frechet_distance(
-            _features(lambda x: M.segmentation_features(segment(x)), counterfactuals),
-            _features(lambda x: M.segmentation_features(segment(x)), reference_sp),
-        ),
-        "sonosim_like": M.paired_cosine(cf_features, orig_features),
-        "mqd": M.mean_quality_difference(_probabilities(oracle, counterfactuals), _probabilities(oracle, originals)),
-        **extra,
+    guide, oracle = models.guide, models.oracle
+    p_cf, p_in = _p_sp(guide, counterfactuals), _p_sp(guide, inputs)
+    valid = p_cf > 0.5
+    o_cf, o_in = _p_sp(oracle, counterfactuals), _p_sp(oracle, inputs)
+    evaluation = lambda x: models.evaluator.features(x)  # noqa: E731
+    oracle_fn = lambda x: oracle_features(oracle, x)  # noqa: E731
+    eval_in, eval_cf = _batched(evaluation, inputs), _batched(evaluation, counterfactuals)
+    sono_in, sono_cf = _batched(oracle_fn, inputs), _batched(oracle_fn, counterfactuals)
+    row = {
+        "inputs": len(inputs),
+        "valid": int(valid.sum()),
+        "flip_ratio": M.flip_ratio(p_cf),
+        "mad": M.mean_absolute_difference(p_cf, p_in),
+        "bkl": M.bkl(p_cf),
+        "fid": M.frechet_distance(eval_in, eval_cf[valid]),
+        "fsd": M.frechet_distance(sono_in, sono_cf[valid]),
+        "sonosim": M.paired_cosine(sono_cf, sono_in),
+        "mqd": M.mean_quality_difference(o_cf, o_in),
+        "pixel_change": M.pixel_change(counterfactuals, inputs),
+        "fid_to_real_sp": M.frechet_distance(eval_cf, _batched(evaluation, reference_sp)),
+        "oracle_flip_ratio": M.flip_ratio(o_cf),
     }
+    if reason is not None:
+        for kind in NSP_TYPES:
+            mask = torch.as_tensor(reason == kind, device=p_cf.device)
+            row[f"flip_ratio_{kind}"] = M.flip_ratio(p_cf[mask]) if mask.any() else float("nan")
+    return row
 
 
-def _run_method(
-    inputs: torch.Tensor, sampler: Sampler, chosen: GuidanceSettings, iterations: int, settings, device, scale: float
-):
-    """One method with the lambda_c search (each value times ``scale``); returns (search, s per pass, batches, s)."""
+def method_settings(name: str, settings: dict, scale: float) -> tuple[GuidanceSettings, int, tuple[float, ...]]:
+    """The pass settings, iterations and searched ``lambda_c`` of a method of :data:`METHODS`."""
+    if name not in METHODS:
+        raise ValueError(f"counterfactual#methods: unknown method {name!r}; choose from {sorted(METHODS)}")
+    gradient, iterations, search = METHODS[name]
+    guidance = GuidanceSettings(
+        tau=int(settings["tau"]), lambda_p=float(settings["lambda_p"]) * scale, gradient=gradient
+    )
+    lambdas = tuple(float(v) * scale for v in settings["lambdas"]) if search == "search" else (0.0,)
+    return guidance, int(settings["iterations"]) if iterations == "L" else 1, lambdas
+
+
+def _run_method(inputs: torch.Tensor, sampler: Sampler, name: str, settings: dict, scale: float, device) -> dict:
+    """One method on every batch of ``inputs``: outputs per iteration, kept lambda_c, timings."""
+    guidance, iterations, lambdas = method_settings(name, settings, scale)
     generator = torch.Generator(device=device).manual_seed(int(settings["seed"]))
     pass_seconds = [0.0] * iterations
+    outputs: list[list[torch.Tensor]] = [[] for _ in range(iterations)]
+    lambda_used: list[list[torch.Tensor]] = [[] for _ in range(iterations)]
+    reruns = [0] * iterations
     batches = 0
 
-    def run(subset: torch.Tensor, lambda_c: float) -> list[torch.Tensor]:
-        nonlocal batches
-        outputs: list[list[torch.Tensor]] = [[] for _ in range(iterations)]
-        for chunk in subset.split(int(settings["batch_size"])):
-            batches += 1
-            started = [time.perf_counter()]
-
-            def clock(level: int, _: torch.Tensor, started=started) -> None:
-                now = time.perf_counter()
-                pass_seconds[level - 1] += now - started[0]
-                started[0] = now
-
-            passes = diff_ice(
-                chunk.to(device) * 2.0 - 1.0,
-                sampler,
-                replace(chosen, lambda_c=lambda_c * scale),
-                iterations,
-                generator,
-                on_iteration=clock,
-            )
-            for level, out in enumerate(passes):
-                outputs[level].append(to_unit(out).cpu())
-        return [torch.cat(level) for level in outputs]
-
     def is_flipped(images: torch.Tensor) -> torch.Tensor:
-        return _probabilities(sampler.classifier, images.to(device)).cpu() > 0.5
+        return _p_sp(sampler.classifier, to_unit(images)) > 0.5
 
     started = time.perf_counter()
-    search = search_lambda(inputs, run, is_flipped, tuple(settings["lambdas"]))
-    return search, pass_seconds, batches, time.perf_counter() - started
+    for chunk in inputs.split(int(settings["batch_size"])):
+        batches += 1
+        clock = [time.perf_counter()]
+
+        def tick(level: int, _: torch.Tensor, clock=clock) -> None:
+            now = time.perf_counter()
+            pass_seconds[level - 1] += now - clock[0]
+            clock[0] = now
+            logger.info(f"{name}: iteration {level}/{iterations} of batch {batches} done")
+
+        result = diff_ice(
+            chunk.to(device) * 2.0 - 1.0, sampler, guidance, iterations, lambdas, is_flipped, generator, tick
+        )
+        done = min(batches * int(settings["batch_size"]), len(inputs))
+        logger.info(f"{name}: {done}/{len(inputs)} inputs, {time.perf_counter() - started:.0f} s")
+        for level, (out, search) in enumerate(zip(result.outputs, result.searches, strict=True)):
+            outputs[level].append(to_unit(out).cpu())
+            lambda_used[level].append(search.lambda_used / scale)
+            reruns[level] += sum(len(v) for v in search.runs.values()) - len(chunk)
+    return {
+        "outputs": [torch.cat(level) for level in outputs],
+        "lambda_used": [torch.cat(level) for level in lambda_used],
+        "reruns": reruns,
+        "seconds_per_batch": [sum(pass_seconds[: i + 1]) / max(batches, 1) for i in range(iterations)],
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def counterfactual_study(
@@ -184,121 +251,164 @@ def counterfactual_study(
     models: StudyModels,
     settings: dict,
     device: torch.device,
-    methods: tuple[str, ...] = ("Diff-ICE", "Diff-ICE_1", "Diff-ICE (grad x_t)"),
+    methods: tuple[str, ...] = ("Diff-ICE", "unguided (lambda_c = 0)"),
+    reason: np.ndarray | None = None,
 ) -> dict:
-    """Run each method on ``inputs`` (NSP images in [0, 1]) and measure every iteration.
+    """Run each method on ``inputs`` (images the guide calls NSP, in [0, 1]) and measure every iteration.
 
     Args:
-        inputs: (B, 1, H, W) non-standard planes.
-        reference_sp: real standard planes for the Frechet distances.
-        models: the UNet, guide, oracle, ``psi`` and forward process.
+        inputs: (N, 1, H, W).
+        reference_sp: real held-out standard planes (extra column ``fid_to_real_sp``).
+        models: the UNet, guide, oracle, proximity distance, evaluator and forward process.
         settings: ``num_inference_steps``, ``tau``, ``iterations``, ``lambdas``, ``lambda_p``,
-            ``lambda_scale`` (multiplies both lambdas; default 1), ``batch_size``, ``seed``.
+            ``batch_size``, ``seed``, ``image_size`` (for :func:`guidance_scale`).
         device: where to run.
-        methods: which methods to run.
+        methods: names from :data:`METHODS`; Diff-ICE's first iteration is reported as Diff-ICE_1.
+        reason: per input its non-standard type, for the per-type flip ratios.
 
     Returns:
-        ``{"methods": {name: {"iterations": [metrics per iteration], "lambda_counts": ...}},
-        "counterfactuals": {name: [tensor per iteration]}}``.
+        ``{"methods": {name: {"iterations": [...], ...}}, "counterfactuals": {name: [per iteration]},
+        "guidance": scale factors}``.
     """
-    unet, guide = models.unet, models.guide
-    unet.eval()
+    unet = models.unet.eval()
 
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return unet(x, timesteps=t)
 
-    sampler = Sampler(denoiser, models.schedule.respaced(int(settings["num_inference_steps"])), guide, models.psi)
-
-    scale = float(settings.get("lambda_scale", 1.0))
-    base = GuidanceSettings(tau=int(settings["tau"]), lambda_p=float(settings["lambda_p"]) * scale)
-    results: dict = {"methods": {}, "counterfactuals": {}}
-    called_nsp = _probabilities(guide, inputs.to(device)) <= 0.5
-    for method in methods:
-        iterations = 1 if method == "Diff-ICE_1" else int(settings["iterations"])
-        chosen = replace(base, gradient="x_t" if "x_t" in method else "x0")
-        search, pass_seconds, batches, elapsed = _run_method(
-            inputs, sampler, chosen, iterations, settings, device, scale
-        )
+    steps, tau = int(settings["num_inference_steps"]), int(settings["tau"])
+    sampler = Sampler(denoiser, models.schedule.respaced(steps), models.guide, models.proximity)
+    guidance = guidance_scale(models.schedule, steps, tau, settings["image_size"])
+    results: dict = {"methods": {}, "counterfactuals": {}, "guidance": guidance}
+    for name in methods:
+        run = _run_method(inputs, sampler, name, settings, guidance["scale"], device)
         rows = []
-        for level, counterfactuals in enumerate(search.outputs, start=1):
-            row = iteration_metrics(
-                counterfactuals.to(device), inputs.to(device), reference_sp.to(device), models, called_nsp
+        for level, counterfactuals in enumerate(run["outputs"], start=1):
+            row = iteration_metrics(counterfactuals.to(device), inputs.to(device), models, reference_sp, reason)
+            values, counts = torch.unique(run["lambda_used"][level - 1], return_counts=True)
+            counts = {f"{float(v):g}": int(n) for v, n in zip(values, counts, strict=True)}
+            row.update(
+                {
+                    "iteration": level,
+                    "seconds_per_batch": run["seconds_per_batch"][level - 1],
+                    "peak_mb": _peak_mb(device),
+                    "lambda_counts": counts,
+                    "reruns": run["reruns"][level - 1],
+                }
             )
-            per_batch = sum(pass_seconds[:level]) / max(batches, 1)
-            row.update({"iteration": level, "seconds_per_batch": per_batch, "peak_mb": _peak_mb(device)})
             rows.append(row)
-        lambda_counts = {str(v): int((search.lambda_used == v).sum()) for v in settings["lambdas"]}
-        results["methods"][method] = {
-            "iterations": rows,
-            "lambda_counts": lambda_counts,
-            "reruns": {str(k): len(v) for k, v in search.runs.items()},
-            "final_flip_ratio_guide": float(search.flipped.float().mean()),
-            "seconds": elapsed,
-        }
-        results["counterfactuals"][method] = search.outputs
-        logger.info(f"{method}: flip ratio {rows[-1]['flip_ratio']:.3f}, MQD {rows[-1]['mqd']:+.3f} in {elapsed:.1f} s")
+        results["methods"][name] = {"iterations": rows, "seconds": run["seconds"]}
+        results["counterfactuals"][name] = run["outputs"]
+        last = rows[-1]
+        logger.info(
+            f"{name}: flip ratio {last['flip_ratio']:.3f}, MAD {last['mad']:.3f}, MQD {last['mqd']:+.3f} "
+            f"after {len(rows)} iteration(s), {run['seconds']:.0f} s"
+        )
     return results
 
 
-def _markdown(summary: dict) -> str:
-    lines = ["# Diff-ICE counterfactuals", ""]
-    models = summary["models"]
-    lines += [
-        f"Guide balanced accuracy (test): {models['guide_balanced_accuracy']:.3f}; oracle: "
-        f"{models['oracle_balanced_accuracy']:.3f}; segmentation mean Dice: {models['segmentation_dice']:.3f}.",
-        f"Inputs: {summary['inputs']} held-out non-standard planes; reference: {summary['reference']} standard planes.",
-        "",
-        "| method | iteration | flip ratio | flips of guide-NSP | MAD | BKL | FID-like | FSD-like | SonoSim-like "
-        "| MQD | s/batch | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    b = summary["inputs_row"]
-    lines.append(
-        f"| inputs (no change) | 0 | {b['flip_ratio']:.3f} | 0 | 0 | {b['bkl']:.3f} | {b['fid_like']:.3f} | "
-        f"{b['fsd_like']:.4f} | 1 | 0 | - | - |"
-    )
-    for method, result in summary["methods"].items():
+def _fmt(value: object, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "-" if np.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _rows(summary: dict) -> list[tuple[str, dict]]:
+    """(label, row) of the table: inputs, every method's iterations, Diff-ICE_1 = Diff-ICE's first."""
+    out = [("inputs (no change)", summary["inputs_row"])]
+    for name, result in summary["methods"].items():
         for row in result["iterations"]:
-            lines.append(
-                f"| {method} | {row['iteration']} | {row['flip_ratio']:.3f} | {row['flip_ratio_guide_nsp']:.3f} "
-                f"({row['guide_nsp_inputs']}) | {row['mad']:.4f} | {row['bkl']:.3f} | "
-                f"{row['fid_like']:.3f} | {row['fsd_like']:.4f} | {row['sonosim_like']:.3f} | {row['mqd']:+.3f} | "
-                f"{row['seconds_per_batch']:.2f} | {row['peak_mb']:.0f} |"
-            )
-    lines += ["", "lambda_c kept per input (first value that flips it; the last value when none does):", ""]
-    for method, result in summary["methods"].items():
-        lines.append(f"- {method}: {result['lambda_counts']} (re-run inputs per value: {result['reruns']})")
+            out.append((name, row))
+            if name == "Diff-ICE" and row["iteration"] == 1:
+                out.append(("Diff-ICE_1 (= Diff-ICE iteration 1)", row))
+    return out
+
+
+def _markdown(summary: dict) -> str:
+    guide, oracle = summary["guide"], summary["oracle"]
+    lines = [
+        "# Diff-ICE counterfactuals",
+        "",
+        f"Held-out images: {summary['test_images']}. Inputs: the {summary['inputs']} the guide calls non-standard "
+        f"({summary['inputs_truly_nsp']} truly non-standard).",
+        "",
+        "| classifier | balanced accuracy | recall SP | recall oblique | recall tilted | recall blurred |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in (("guide", guide), ("oracle", oracle)):
+        lines.append(
+            f"| {name} | {_fmt(c['balanced_accuracy'])} | {_fmt(c['recall_standard'])} | {_fmt(c['recall_oblique'])} "
+            f"| {_fmt(c['recall_tilted'])} | {_fmt(c['recall_blurred'])} |"
+        )
+    lines += [
+        "",
+        f"Segmentation mean Dice: {_fmt(summary['segmentation_dice'])}. Guidance scale on the paper's lambdas: "
+        f"{summary['guidance']['scale']:.4f} (budget {summary['guidance']['budget']:.3f} x image size "
+        f"{summary['guidance']['size']:.4f}).",
+        "",
+        "| method | iteration | flip ratio | MAD | BKL | FID | FSD | SonoSim | MQD | pixel change | FID to real SP "
+        "| s/batch | total s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, row in _rows(summary):
+        total = summary["methods"].get(label, {}).get("seconds", float("nan"))
+        lines.append(
+            f"| {label} | {row.get('iteration', 0)} | {_fmt(row['flip_ratio'])} | {_fmt(row['mad'])} | "
+            f"{_fmt(row['bkl'])} | {_fmt(row['fid'], 2)} | {_fmt(row['fsd'], 2)} | {_fmt(row['sonosim'])} | "
+            f"{row['mqd']:+.3f} | {_fmt(row['pixel_change'], 4)} | {_fmt(row['fid_to_real_sp'], 2)} | "
+            f"{_fmt(row.get('seconds_per_batch', float('nan')), 1)} | {_fmt(total, 0)} | "
+            f"{_fmt(row.get('peak_mb', float('nan')), 0)} |"
+        )
+    lines += ["", "Paper (Table 1, real data, 224 x 288), for reference:", ""]
+    lines += [f"- {name}: " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in PAPER_TABLE.items()]
+    lines += ["", "Flip ratio per non-standard type (last iteration):", ""]
+    lines += ["| method | " + " | ".join(NSP_TYPES) + " |", "|---|" + "---|" * len(NSP_TYPES)]
+    for name, result in summary["methods"].items():
+        last = result["iterations"][-1]
+        lines.append(f"| {name} | " + " | ".join(_fmt(last[f"flip_ratio_{k}"]) for k in NSP_TYPES) + " |")
+    lines += ["", "lambda_c kept per input and iteration (first value that flips it, else the last):", ""]
+    for name, result in summary["methods"].items():
+        counts = [f"{r['iteration']}: {r['lambda_counts']} ({r['reruns']} re-runs)" for r in result["iterations"]]
+        lines.append(f"- {name}: " + "; ".join(counts))
     return "\n".join(lines) + "\n"
 
 
-def _figure(inputs: torch.Tensor, results: dict, guide: nn.Module, path: Path, device, count: int = 4) -> None:
+def _figure(inputs: torch.Tensor, results: dict, guide: nn.Module, path: Path, device, count: int = 3) -> None:
+    """Per chosen input: images, |x_c - x| maps and the guide's structures for each Diff-ICE iteration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    method = next(iter(results["counterfactuals"]))
-    order = torch.argsort(_probabilities(guide, inputs.to(device)).cpu())[: min(count, len(inputs))]
-    count = len(order)
+    method = "Diff-ICE" if "Diff-ICE" in results["counterfactuals"] else next(iter(results["counterfactuals"]))
+    order = torch.argsort(_p_sp(guide, inputs.to(device)).cpu())[: min(count, len(inputs))]
     columns = [inputs[order], *[s[order] for s in results["counterfactuals"][method]]]
-    steps = columns[1:]
-    titles = ["input (NSP)", *[f"iteration {i}" for i in range(1, len(steps) + 1)]]
-    fig, axes = plt.subplots(2 * count, len(columns), figsize=(2 * len(columns), 4 * count), squeeze=False)
+    titles = ["input", *[f"{method} {i}" for i in range(1, len(columns))]]
+    control = next((k for k in results["counterfactuals"] if k.startswith("unguided")), None)
+    if control is not None:
+        columns.append(results["counterfactuals"][control][-1][order])
+        titles.append("unguided (last)")
+    rows = len(order)
+    fig, axes = plt.subplots(
+        3 * rows, len(columns), figsize=(1.9 * len(columns) + 1.2, 5.4 * rows), squeeze=False, layout="constrained"
+    )
     for c, (images, title) in enumerate(zip(columns, titles, strict=True)):
         with torch.no_grad():
-            p_sp = _probabilities(guide, images.to(device)).cpu()
+            p_sp = _p_sp(guide, images.to(device)).cpu()
             seg = guide.segment(images.to(device)).argmax(1).cpu()
-        for r in range(count):
-            axes[2 * r, c].imshow(images[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[2 * r, c].set_title(f"{title}\np_SP {p_sp[r]:.2f}", fontsize=8)
-            axes[2 * r + 1, c].imshow(seg[r].numpy(), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
-            axes[2 * r + 1, c].set_title("predicted structures", fontsize=7)
+        for r in range(rows):
+            axes[3 * r, c].imshow(images[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[3 * r, c].set_title(f"{title}\np_SP {p_sp[r]:.2f}", fontsize=8)
+            change = (images[r, 0] - columns[0][r, 0]).abs().numpy()
+            shown = axes[3 * r + 1, c].imshow(change, cmap="magma", vmin=0, vmax=0.5)
+            axes[3 * r + 1, c].set_title("|x_c - x|", fontsize=7)
+            axes[3 * r + 2, c].imshow(seg[r].numpy(), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+            axes[3 * r + 2, c].set_title("guide's structures", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"{method}: the inputs the guide finds least standard, and each iteration")
-    fig.tight_layout()
+    fig.colorbar(shown, ax=axes[:, -1], shrink=0.3, label="|x_c - x| (grey levels, clipped at 0.5)")
+    fig.suptitle(f"{method}: the inputs the guide finds least standard, each iteration, the unguided control")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
 
 
@@ -310,11 +420,11 @@ def write_diffice_report(
     device: str | torch.device = "cpu",
     num_structures: int = 5,
 ) -> Path:
-    """Evaluate the guide and oracle, run the counterfactual study, write ``results.{json,md}`` and figures.
+    """Evaluate the guide and the oracle, run the counterfactual study, write ``results.{json,md}`` and figures.
 
     Args:
         test_loader: loader over the held-out test items.
-        models: the trained UNet, guide (with ``segment``), oracle, ``psi`` and forward process.
+        models: the trained UNet, guide (with ``segment``), oracle, proximity, evaluator and forward process.
         settings: see :func:`counterfactual_study`, plus ``max_inputs`` and ``methods``.
         output_dir: report folder (created).
         device: where to run.
@@ -327,38 +437,46 @@ def write_diffice_report(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     guide, oracle = models.guide, models.oracle
-    for network in (models.unet, guide, oracle):
+    for network in (models.unet, guide, oracle, models.evaluator):
         network.to(device).eval()
     test = collect(test_loader, device)
-    images = test["image"]
-    accuracy = {
-        "guide_balanced_accuracy": balanced_accuracy(_features(lambda x: guide(x).argmax(1), images), test["plane"]),
-        "oracle_balanced_accuracy": balanced_accuracy(_features(lambda x: oracle(x).argmax(1), images), test["plane"]),
-        "segmentation_dice": mean_dice(
-            _features(lambda x: guide.segment(x).argmax(1), images), test["label"][:, 0], num_structures
-        ),
-    }
-    nsp = test["image"][test["plane"] != SP][: int(settings["max_inputs"])].cpu()
-    reference = test["image"][test["plane"] == SP].cpu()
-    results = counterfactual_study(nsp, reference, models, settings, device, tuple(settings["methods"]))
-    baseline = iteration_metrics(nsp.to(device), nsp.to(device), reference.to(device), models)
+    images, plane, reason = test["image"], test["plane"], test["reason"]
+    p_guide = _p_sp(guide, images)
+    called_nsp = (p_guide <= 0.5).cpu()
+    chosen = torch.nonzero(called_nsp).flatten()[: int(settings["max_inputs"])]
+    inputs = images[chosen.to(device)].cpu()
+    input_reason = reason[chosen.numpy()]
+    reference = images[plane == SP].cpu()
+    if len(inputs) == 0:
+        raise ValueError("the guide calls no held-out image non-standard: there is nothing to explain")
+    results = counterfactual_study(
+        inputs, reference, models, settings, device, tuple(settings["methods"]), input_reason
+    )
+    baseline = iteration_metrics(inputs.to(device), inputs.to(device), models, reference, input_reason)
     summary = {
-        "models": accuracy,
+        "test_images": len(images),
+        "inputs": len(inputs),
+        "inputs_truly_nsp": int((plane.cpu()[chosen] == NSP).sum()),
+        "guide": classifier_summary(p_guide, plane, reason),
+        "oracle": classifier_summary(_p_sp(oracle, images), plane, reason),
+        "segmentation_dice": mean_dice(
+            _batched(lambda x: guide.segment(x).argmax(1), images), test["label"][:, 0], num_structures
+        ),
+        "guidance": results["guidance"],
         "inputs_row": baseline,
-        "inputs": len(nsp),
-        "reference": len(reference),
         "settings": dict(settings),
         "methods": results["methods"],
+        "paper": PAPER_TABLE,
     }
-    _figure(nsp, results, guide, output / "counterfactuals.png", device)
-    arrays = {"inputs": nsp.numpy()}
+    _figure(inputs, results, guide, output / "counterfactuals.png", device)
+    arrays = {"inputs": inputs.numpy()}
     for method, steps in results["counterfactuals"].items():
-        for level, images in enumerate(steps, start=1):
-            arrays[f"{method}_iteration{level}"] = images.numpy()
+        for level, counterfactuals in enumerate(steps, start=1):
+            arrays[f"{method}_iteration{level}"] = counterfactuals.numpy()
     with atomic_path(output / "counterfactuals.npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
     atomic_write_text(output / "results.md", _markdown(summary))
     atomic_write_json(output / "results.json", summary)
-    logger.info(f"Diff-ICE report in {output}")
+    logger.info(f"Diff-ICE report in {output}: results.md, results.json, counterfactuals.png")
     return output / "results.json"
