@@ -191,7 +191,9 @@ def _cmd_package(args: argparse.Namespace) -> int:
     from bundle.deploy.package import package_bundle
 
     url = {"weights_url": args.weights_url} if args.weights_url else {}
-    path = package_bundle(args.output_dir, args.models_dir, package_format=args.format, **url)
+    path = package_bundle(
+        args.output_dir, args.models_dir, package_format=args.format, include_per_case=args.include_per_case, **url
+    )
     size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(f"package: {path} ({size / 1e6:.1f} MB)")
     return 0
@@ -311,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights-url",
         default=None,
         help="base URL of the hosted files, written into large_files.yml (default: the zoo's Hub repository)",
+    )
+    p.add_argument(
+        "--include-per-case",
+        action="store_true",
+        help="also ship models/train_latents.npz (a row per training case with its case id; off by default: with "
+        "real data those ids identify patients or studies)",
     )
     p.set_defaults(func=_cmd_package)
 

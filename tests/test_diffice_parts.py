@@ -14,7 +14,6 @@ from bundle.diffice.data import STRUCTURE_CLASSES, StructureClassesd, diffice_it
 from bundle.diffice.networks import GuidedClassifier, ResNet50Features, SonoNet16, segmentation_net
 from bundle.diffice.report import balanced_accuracy, classifier_summary, mean_dice
 from bundle.diffice.training import class_weights, split_items
-from monai.bundle import ConfigWorkflow
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "diffice" / "diffice.json")
 
@@ -86,9 +85,11 @@ def test_ema_averages_the_weights_with_a_warm_up():
 def test_ddpm_trains_only_the_steps_the_sampler_queries():
     from bundle.diffice.training import UnitRangeDiffusionBatch, queried_timesteps
 
-    top = queried_timesteps(1000, 50, 15, 1.2)
+    ddpm, sampler = {"num_train_timesteps": 1000, "timestep_factor": 1.2}, {"num_inference_steps": 50, "tau": 15}
+    top = queried_timesteps(ddpm, sampler)
     assert top == round(1.2 * round(15 * 999 / 49))  # 1.2 x the original step of tau
-    assert queried_timesteps(1000, 400, 120, None) is None
+    full = {"num_train_timesteps": 1000, "timestep_factor": None}
+    assert queried_timesteps(full, {"num_inference_steps": 400, "tau": 120}) is None
     batch = UnitRangeDiffusionBatch(1000, top)
     steps = batch.get_timesteps(torch.zeros(4000, 1, 2, 2))
     assert int(steps.max()) <= top and int(steps.max()) > 0.9 * top and int(steps.min()) == 0
@@ -165,36 +166,18 @@ def test_user_resnet50_weights_load_by_path(tmp_path):
         ResNet50Features(tmp_path / "bad.pt")
 
 
-MICRO = {
-    "synthetic#per_site": 40,
-    "synthetic#size": [64, 64],
-    "synthetic#workers": 1,
-    "image_size": [32, 32],
-    "test_fraction": 0.25,
-    "validation_fraction": 0.3,
-    "batch_size": 16,
-    "cache_workers": 0,
-    "segmentation#epochs": 1,
-    "guide#epochs": 1,
-    "oracle#epochs": 1,
-    "features#epochs": 1,
-    "evaluator#epochs": 1,
-    "ddpm#epochs": 1,
-    "counterfactual#num_inference_steps": 10,
-    "counterfactual#tau": 3,
-    "counterfactual#iterations": 2,
-    "counterfactual#max_inputs": 6,
-    "counterfactual#methods": ["Diff-ICE", "unguided (lambda_c = 0)", "Diff-ICE_1 (grad x_t)", "DiME"],
-}
+def test_the_gpu_check_script_runs_diffice_and_the_cae_end_to_end_on_tiny_settings(tmp_path):
+    """``.ci/gpu_check.sh`` with ``GPU_CHECK_TINY=1``: every Diff-ICE step and method, then a CAE paper-preset run."""
+    import os
+    import subprocess
 
-
-def test_the_whole_pipeline_runs_on_a_micro_preset(tmp_path):
-    settings = {"bundle_root": str(tmp_path), **MICRO}
-    workflow = ConfigWorkflow(config_file=CONFIG, workflow_type="train", run_id="diffice", **settings)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    run = tmp_path / "runs" / "diffice_cpu"
+    root = Path(CONFIG).parents[2]
+    env = {**os.environ, "GPU_CHECK_TINY": "1"}
+    result = subprocess.run(
+        ["bash", ".ci/gpu_check.sh", str(tmp_path / "results")], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    run = tmp_path / "results" / "work" / "runs" / "diffice_gpu_quick"
     for name in ("segmentation", "guide_classifier", "oracle", "features", "evaluator", "ddpm"):
         assert torch.load(run / "models" / f"{name}.pt", weights_only=True)
     results = json.loads((run / "report" / "results.json").read_text())
@@ -205,14 +188,16 @@ def test_the_whole_pipeline_runs_on_a_micro_preset(tmp_path):
     for column in ("flip_ratio", "mad", "bkl", "fid", "fsd", "sonosim", "mqd", "pixel_change", "flip_ratio_oblique"):
         assert column in row
     assert 0.0 <= row["flip_ratio"] <= 1.0 and row["seconds_per_batch"] > 0
-    unguided = results["methods"]["unguided (lambda_c = 0)"]["iterations"][-1]
-    assert unguided["reruns"] == 0  # lambda_c = 0 is one value: nothing is searched
-    assert results["guide"]["balanced_accuracy"] >= 0 and "recall_oblique" in results["oracle"]
-    assert (run / "report" / "counterfactuals.png").stat().st_size > 0
+    assert results["methods"]["unguided (lambda_c = 0)"]["iterations"][-1]["reruns"] == 0  # nothing to search
+    assert "recall_oblique" in results["guide"] and "recall_oblique" in results["oracle"]
     md = (run / "report" / "results.md").read_text()
     assert "| Diff-ICE | 1 |" in md and "Diff-ICE_1 (= Diff-ICE iteration 1)" in md and "FID" in md
     markers = sorted(p.name for p in (run / "steps").iterdir())
     assert markers == [f"{n}.json" for n in ("ddpm", "evaluator", "features", "guide", "oracle", "segmentation")]
+    summary = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
+    assert summary["device"].startswith("CPU only") and set(summary["cae_held_out"]) == {"phase1", "phase2"}
+    assert list(summary["seconds"]) == ["diffice gpu_quick (all steps)", "cae paper preset (few epochs)"]
+    assert "| Diff-ICE | 2 |" in (tmp_path / "results" / "gpu_check.md").read_text()
 
 
 def test_paper_preset_overlays_the_cpu_preset():

@@ -173,6 +173,34 @@ def test_score_cli_on_a_datalist_and_a_folder_with_a_corrupt_image(trained, expo
     assert "4 not scored" in capsys.readouterr().out
 
 
+def test_score_refuses_a_scorer_of_another_encoder_and_a_zero_batch(trained, exported, tmp_path, capsys):
+    from bundle.latent.scoring import save_scorer
+
+    root, _ = trained
+    scorer = load_scorer(exported / "scorer.npz")
+    assert len(scorer.info["encoder_sha256"]) == 64  # the run's encoder, embedded in every export too
+    scorer.info["encoder_sha256"] = "0" * 64  # a scorer of another training run
+    other = tmp_path / "other_scorer.npz"
+    save_scorer(other, scorer)
+    datalist = str(root / "data/datalist.json")
+    args = ["score", datalist, "--encoder", str(exported / "encoder.ts"), "--quiet"]
+    args += ["--output", str(tmp_path / "s.csv")]
+    assert main([*args, "--scorer", str(other)]) == 2
+    assert "fitted on the latents of another encoder" in capsys.readouterr().err
+    assert main([*args, "--batch-size", "0"]) == 2
+    assert "batch size 0: give a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_predicted_roi_error_stays_inside_the_training_range(trained):
+    root, _ = trained
+    scorer = load_scorer(root / "models/scorer.npz")
+    far = np.random.default_rng(0).normal(0, 50, size=(20, 128))  # latents far outside anything seen
+    predicted = scorer.score(far)["predicted_roi_edge_mae"]
+    low, high = scorer.quality_range()
+    assert low >= 0 and (predicted >= low).all() and (predicted <= high).all()
+
+
 def test_export_without_a_checkpoint_says_how_to_make_one(tmp_path, capsys):
     assert main(["export", "--output-dir", str(tmp_path)]) == 2
     assert "train first" in capsys.readouterr().err

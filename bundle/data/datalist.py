@@ -85,11 +85,22 @@ def read_datalist_json(path: str | os.PathLike, keep_fields: Sequence[str] | Non
             path, [Problem(None, None, "-", f"not UTF-8 text ({error.reason})", "save the datalist as UTF-8 JSON")]
         ) from None
 
-    def slim(obj: dict) -> dict:
-        return {key: obj[key] for key in keep_fields if key in obj} if "image" in obj else obj
+    duplicates: list[tuple[str, object]] = []  # (key, the object's image) for every key given twice
+
+    def build(pairs: list[tuple[str, object]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    duplicates.append((key, obj.get("image")))
+                seen.add(key)
+        if keep_fields is not None and "image" in obj:
+            return {key: obj[key] for key in keep_fields if key in obj}
+        return obj
 
     try:
-        datalist = json.loads(text, object_hook=slim if keep_fields is not None else None)
+        datalist = json.loads(text, object_pairs_hook=build)
     except json.JSONDecodeError as error:
         raise DatalistError(
             path,
@@ -103,6 +114,26 @@ def read_datalist_json(path: str | os.PathLike, keep_fields: Sequence[str] | Non
                 )
             ],
         ) from None
+    except RecursionError:
+        raise DatalistError(
+            path, [Problem(None, None, "-", "nested deeper than a JSON reader follows", 'write {"data": [{...}, ...]}')]
+        ) from None
+    if duplicates:
+        entries = datalist.get("data") if isinstance(datalist, dict) else None
+        index_of = {e.get("image"): i for i, e in enumerate(entries or []) if isinstance(e, dict)}
+        raise DatalistError(
+            path,
+            [
+                Problem(
+                    index_of.get(image) if isinstance(image, str) else None,
+                    image if isinstance(image, str) else None,
+                    key,
+                    "given twice in one object (JSON keeps only the last value, silently)",
+                    "keep one value",
+                )
+                for key, image in duplicates
+            ],
+        )
     if not isinstance(datalist, dict) or not isinstance(datalist.get("data"), list):
         raise DatalistError(
             path,

@@ -17,6 +17,9 @@ import numpy as np
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R BT.601, as DICOM's YBR
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: the only Pillow decoders ever run: a file's content is matched against these before any decoder
+#: starts, so an EPS (Ghostscript), PDF, SVG or any other format named ``scan.png`` is refused unread
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
@@ -135,18 +138,35 @@ def _check_finite(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     return array
 
 
-def _open_without_pil_limit(path: str | os.PathLike):
-    """``PIL.Image.open`` (header only) with PIL's own pixel limit lifted for this call alone.
+def open_pil(path: str | os.PathLike, lift_pixel_limit: bool = False):
+    """``PIL.Image.open`` (header only) restricted to :data:`PIL_FORMATS`, whatever the file's name.
 
-    The bundle's limit (:func:`check_pixel_count`, configurable) applies instead; PIL's is put back
-    at once, so other PIL users in the process keep theirs.
+    Pillow picks a decoder from the content; for EPS it runs Ghostscript on the file. Only the
+    documented formats' plugins are tried, so any other content is refused before a decoder runs.
+
+    Args:
+        path: image file.
+        lift_pixel_limit: lift PIL's own pixel limit for this call alone (the bundle's limit,
+            :func:`check_pixel_count`, applies instead; PIL's is put back at once).
+
+    Returns:
+        the opened (not yet decoded) image.
+
+    Raises:
+        ImageReadError: for content that is not PNG, JPEG, BMP or TIFF.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    if lift_pixel_limit:
+        Image.MAX_IMAGE_PIXELS = None
     try:
-        return Image.open(path)
+        return Image.open(path, formats=PIL_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            f"{path}: the content is not a PNG, JPEG, BMP or TIFF image (whatever its name says); "
+            "re-export it as PNG (other formats, e.g. EPS or PDF, are never decoded)"
+        ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
@@ -163,14 +183,15 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
     from PIL import UnidentifiedImageError
 
     try:
-        with _open_without_pil_limit(path) as image:
+        with open_pil(path, lift_pixel_limit=True) as image:
             check_pixel_count(path, (image.size[1], image.size[0]))  # only the first frame is decoded
             image.load()
             mode = image.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float64)
-                scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
-                array = array / scale
+                low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+                # 16-bit grey keeps its scale; signed or wider integers are stretched to [0, 1]
+                array = array / 65535.0 if low >= 0 and high <= 65535 else (array - low) / max(high - low, 1.0)
             elif mode == "F":
                 array = np.asarray(image, dtype=np.float64)
                 _check_finite(array, path)
@@ -193,22 +214,51 @@ def read_pil(path: str | os.PathLike) -> LoadedImage:
     return LoadedImage(_check_finite(array, path).astype(np.float32), None, "pil")
 
 
-def _dicom_spacing(ds) -> tuple[float, float] | None:
+def _spacing_pair(ds, keyword: str, path: str | os.PathLike) -> tuple[float, float] | None:
+    """``ds.<keyword>`` as two positive floats (row, column), None when absent or not positive.
+
+    Raises:
+        ImageReadError: when the element holds something other than two numbers (one value, text).
+    """
+    if keyword not in ds:
+        return None
+    try:
+        value = ds[keyword].value
+    except Exception:  # noqa: BLE001 - pydicom converts values lazily and raises several types
+        value = ds[keyword].repval if hasattr(ds[keyword], "repval") else "?"
+        raise ImageReadError(
+            f"{path}: DICOM {keyword} cannot be decoded ({value}); it must hold two numbers, row and column "
+            "spacing in mm; fix the header, or delete the element to read the image without spacing"
+        ) from None
+    if value in (None, "", b""):
+        return None
+    if isinstance(value, bytes):  # an unknown VR keeps the raw bytes
+        value = value.decode("ascii", "replace")
+    items = value.split("\\") if isinstance(value, str) else list(value) if hasattr(value, "__iter__") else [value]
+    try:
+        values = [float(v) for v in items]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) < 2:
+        raise ImageReadError(
+            f"{path}: DICOM {keyword} is {value!r}; it must hold two numbers, row and column spacing in mm "
+            f"(e.g. 0.1\\0.1); fix the header, or delete the element to read the image without spacing"
+        )
+    row, col = values[:2]
+    return (row, col) if row > 0 and col > 0 else None
+
+
+def _dicom_spacing(ds, path: str | os.PathLike = "") -> tuple[float, float] | None:
     """Pixel spacing (row, column) in mm from PixelSpacing or the ultrasound regions (cm)."""
-    if "PixelSpacing" in ds and ds.PixelSpacing:
-        row, col = (float(v) for v in ds.PixelSpacing[:2])
-        if row > 0 and col > 0:
-            return row, col
+    spacing = _spacing_pair(ds, "PixelSpacing", path)
+    if spacing is not None:
+        return spacing
     for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
         units_x = region.get("PhysicalUnitsXDirection")
         units_y = region.get("PhysicalUnitsYDirection")
         if units_x == 3 and units_y == 3 and region.get("PhysicalDeltaX") and region.get("PhysicalDeltaY"):
             return abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0
-    if "ImagerPixelSpacing" in ds and ds.ImagerPixelSpacing:
-        row, col = (float(v) for v in ds.ImagerPixelSpacing[:2])
-        if row > 0 and col > 0:
-            return row, col
-    return None
+    return _spacing_pair(ds, "ImagerPixelSpacing", path)
 
 
 DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
@@ -351,7 +401,8 @@ def read_dicom(path: str | os.PathLike, frame: int | None = None) -> LoadedImage
             array = 1.0 - array
     if array.ndim != 2:
         raise ImageReadError(f"{path}: expected a 2-D frame, got pixel array of shape {raw.shape}")
-    return LoadedImage(_check_finite(np.clip(array, 0, 1), path).astype(np.float32), _dicom_spacing(ds), "dicom")
+    spacing = _dicom_spacing(ds, path)
+    return LoadedImage(_check_finite(np.clip(array, 0, 1), path).astype(np.float32), spacing, "dicom")
 
 
 def read_nifti(path: str | os.PathLike) -> LoadedImage:
@@ -386,6 +437,11 @@ def read_nifti(path: str | os.PathLike) -> LoadedImage:
         raise ImageReadError(f"{path}: file not found; check the path") from None
     except Exception as error:  # nibabel raises several types for corrupt headers and data
         raise ImageReadError(f"{path}: not a readable NIfTI file ({error})") from None
+    if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ImageReadError(
+            f"{path}: NIfTI voxels are of type {data.dtype} (RGB, complex or another non-scalar type); "
+            "save one grey channel as a 2-D integer or float image"
+        )
     shape = data.shape
     while data.ndim > 2 and data.shape[-1] == 1:
         data = data[..., 0]

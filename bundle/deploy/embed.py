@@ -56,6 +56,7 @@ class ExportedEncoder:
         self.canvas_size = int(canvas_size or (shape[0] if shape else 0))
         if self.canvas_size <= 0:
             raise ValueError(f"{self.path}: no canvas size in the embedded metadata; pass --canvas-size")
+        self.weights_sha256 = meta.get("encoder_sha256")  # exports before 0.10.0 have none
         roi_shape = inputs.get("roi_view", {}).get("spatial_shape")
         self.roi_canvas_size = int(roi_shape[0]) if roi_shape else None
         self.roi_margin = roi_margin
@@ -118,6 +119,29 @@ def _batches(
         yield good, [np.stack(arrays[key]) for key in keys]
 
 
+def check_same_encoder(encoder: ExportedEncoder, scorer: LatentScorer, scorer_path: object) -> None:
+    """Refuse a scorer fitted on another encoder's latents (its distances and predictions would be meaningless).
+
+    Both carry the SHA-256 of the encoder weights (:func:`bundle.utils.checkpoints.state_dict_sha256`);
+    files from before 0.10.0 lack it and are used with a warning.
+
+    Raises:
+        CheckpointError: naming both files and the fix.
+    """
+    expected = scorer.info.get("encoder_sha256")
+    if expected is None or encoder.weights_sha256 is None:
+        logger.warning(
+            "%s / %s: cannot check that they come from one training run (made before 0.10.0)", encoder.path, scorer_path
+        )
+        return
+    if expected != encoder.weights_sha256:
+        raise CheckpointError(
+            f"{scorer_path}: fitted on the latents of another encoder (weights {expected[:12]}) than {encoder.path} "
+            f"(weights {encoder.weights_sha256[:12]}); use the scorer.npz of the run that exported this encoder, "
+            "or remake it with python -m monai.bundle run save_latents --config_file configs/train.json"
+        )
+
+
 def score_images(
     source: str | os.PathLike,
     encoder: str | os.PathLike,
@@ -142,10 +166,12 @@ def score_images(
     from bundle.data.items import inference_items
     from tqdm import tqdm
 
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size {batch_size}: give a whole number >= 1 (e.g. --batch-size 16)")
     model = ExportedEncoder(encoder)
-    fitted = (
-        scorer if isinstance(scorer, LatentScorer) else load_scorer(scorer or Path(encoder).with_name("scorer.npz"))
-    )
+    scorer_path = scorer or Path(encoder).with_name("scorer.npz")
+    fitted = scorer if isinstance(scorer, LatentScorer) else load_scorer(scorer_path)
+    check_same_encoder(model, fitted, scorer_path)
     entries = inference_items(source)
     rows, case_ids, latents = [], [], []
     with tqdm(total=len(entries), desc="score", unit="img", disable=not progress) as bar:

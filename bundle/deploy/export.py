@@ -28,6 +28,7 @@ DEFAULT_META = str(REPO_ROOT / "configs" / "metadata.json")
 TOLERANCE = 1e-5
 META_SHAPE = "_meta_#encoder_data_format#inputs#image#spatial_shape"
 META_ROI_SHAPE = "_meta_#encoder_data_format#inputs#roi_view#spatial_shape"
+META_SHA256 = "_meta_#encoder_sha256"  # the weights' identity (bundle.utils.checkpoints.state_dict_sha256)
 
 
 def encoder_inputs(
@@ -184,7 +185,7 @@ def export_encoder(
         FileNotFoundError: when the checkpoint is missing (with the command that makes it).
         RuntimeError: when an exported encoder differs from the in-bundle one by more than 1e-5.
     """
-    from bundle.utils.checkpoints import load_model_weights, saved_architecture
+    from bundle.utils.checkpoints import load_model_weights, saved_architecture, state_dict_sha256
 
     ckpt = Path(ckpt_file) if ckpt_file is not None else Path(output_dir) / "encoder.pt"
     if not ckpt.exists():
@@ -208,9 +209,10 @@ def export_encoder(
         parser.update(
             {"_meta_#encoder_data_format#inputs": {"image": parser.get("_meta_#encoder_data_format#inputs#image")}}
         )
+    encoder = load_model_weights(parser.get_parsed_content("encoder_def"), ckpt).eval().cpu()
+    shapes[META_SHA256] = state_dict_sha256(encoder)  # the scorer's encoder_sha256 must match (score checks)
     override = {**override, **shapes}
     parser.update(shapes)
-    encoder = load_model_weights(parser.get_parsed_content("encoder_def"), ckpt).eval().cpu()
     results = {}
     for fmt in formats:
         path = Path(output_dir) / f"encoder.{fmt}"

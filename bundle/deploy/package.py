@@ -31,6 +31,9 @@ FOLDERS = ("configs", "docs", "bundle")
 MODEL_SUFFIXES = (".pt", ".ts", ".onnx", ".npz", ".json", ".md")
 WEIGHT_SUFFIXES = (".pt", ".ts", ".onnx")
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache", "train_runs"}
+#: model files with one row per training case (case ids, sites, splits: patient or study identifiers
+#: with real data); shipped only on request (``--include-per-case``)
+PER_CASE_FILES = ("train_latents.npz",)
 MAX_FILE_BYTES = 25 * 1024 * 1024  # the zoo keeps larger files out of git (large_files.yml)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 #: where the zoo hosts new bundles (Hugging Face Hub); ``--weights-url`` replaces it
@@ -54,7 +57,21 @@ tags:
 """
 
 
-def _files(root: Path, models_dir: Path | None) -> list[tuple[Path, str]]:
+def _shippable_model_file(path: Path, models_dir: Path, include_per_case: bool) -> bool:
+    """A finished model file: known suffix, no hidden or temporary file or folder on its way, per-case data on request.
+
+    An interrupted export or save leaves ``models/.export.*/`` folders and ``.tmp`` files behind; they
+    are never complete, so nothing under a name starting with ``.`` or ``tmp`` ships.
+    """
+    parts = path.relative_to(models_dir).parts
+    if any(part.startswith((".", "tmp")) or part.endswith((".tmp", ".part")) for part in parts):
+        return False
+    if path.name in PER_CASE_FILES and not include_per_case:
+        return False
+    return path.is_file() and path.suffix in MODEL_SUFFIXES
+
+
+def _files(root: Path, models_dir: Path | None, include_per_case: bool = False) -> list[tuple[Path, str]]:
     """(source file, path inside the bundle) pairs in bundle order."""
     pairs = [(root / name, name) for name in TOP_FILES if (root / name).exists()]
     if (root / "models/README.md").exists():
@@ -65,7 +82,7 @@ def _files(root: Path, models_dir: Path | None) -> list[tuple[Path, str]]:
                 pairs.append((path, path.relative_to(root).as_posix()))
     if models_dir is not None:
         for path in sorted(models_dir.rglob("*")):
-            if path.is_file() and path.suffix in MODEL_SUFFIXES and not path.name.startswith("."):
+            if _shippable_model_file(path, models_dir, include_per_case):
                 pairs.append((path, f"models/{path.relative_to(models_dir).as_posix()}"))
     unique = {}
     for src, name in pairs:  # models/README.md from both the repo and models_dir: the first wins
@@ -112,9 +129,9 @@ def hub_model_card(model_card: str) -> str:
     return HF_FRONT_MATTER + relative.sub(lambda m: f"](docs/{m.group(1)})", model_card)
 
 
-def _contents(root: Path, models: Path, weights_url: str, hub: bool) -> dict[str, bytes]:
+def _contents(root: Path, models: Path, weights_url: str, hub: bool, include_per_case: bool) -> dict[str, bytes]:
     """Path inside the bundle -> bytes, for every packaged file."""
-    pairs = _files(root, models)
+    pairs = _files(root, models, include_per_case)
     too_big = [str(src) for src, _ in pairs if src.stat().st_size > MAX_FILE_BYTES]
     if too_big:
         raise ValueError(f"files over 25 MB cannot be packaged: {too_big}; host them and list them in large_files.yml")
@@ -131,6 +148,7 @@ def package_bundle(
     root: Path = REPO_ROOT,
     package_format: str = "zip",
     weights_url: str = DEFAULT_WEIGHTS_URL,
+    include_per_case: bool = False,
 ) -> Path:
     """Write the zoo package atomically.
 
@@ -142,6 +160,8 @@ def package_bundle(
         package_format: ``zip`` (``fetal_nt_roi_cae_v<version>.zip``) or ``hf`` (the folder
             ``fetal_nt_roi_cae_hf/``, a Hugging Face Hub model repository).
         weights_url: base URL written into ``large_files.yml``.
+        include_per_case: also ship :data:`PER_CASE_FILES` (one row per training case, with case ids);
+            off by default, since with real data those ids identify patients or studies.
 
     Returns:
         the zip's or the folder's path.
@@ -154,7 +174,7 @@ def package_bundle(
     if package_format not in FORMATS:
         raise ValueError(f"unknown package format {package_format!r}; choose one of {', '.join(FORMATS)}")
     models = Path(models_dir) if models_dir is not None else root / "models"
-    contents = _contents(root, models, weights_url, hub=package_format == "hf")
+    contents = _contents(root, models, weights_url, package_format == "hf", include_per_case)
     output = Path(output_dir)
     if package_format == "hf":
         return _write_folder(contents, output / f"{NAME}_hf")

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from bundle.data.readers import ImageReadError, image_format
+from bundle.data.readers import ImageReadError, image_format, open_pil
 from bundle.data.synthetic.anatomy import LABELS
 from bundle.data.transforms import LoadUltrasoundImaged
 from monai.config import KeysCollection
@@ -37,6 +37,8 @@ __all__ = [
     "StructureClassesd",
     "diffice_preprocessing",
     "training_augmentation",
+    "diffice_datasets",
+    "diffice_loaders",
 ]
 
 #: segmentation classes of the guide: name -> tissue labels of the synthetic label map
@@ -103,9 +105,7 @@ def read_label_map(path: str) -> np.ndarray:
 
             array = pydicom.dcmread(path).pixel_array
         else:
-            from PIL import Image
-
-            with Image.open(path) as image:
+            with open_pil(path) as image:
                 array = np.asarray(image)
     except ImageReadError:
         raise
@@ -224,3 +224,54 @@ def training_augmentation(
             Lambdad(keys="image", func=clip_unit),
         ]
     return Compose([*preprocessing.transforms, *steps])
+
+
+def diffice_datasets(
+    split: Mapping[str, list],
+    preprocessing: Compose,
+    shift_px: Mapping[str, float],
+    cache_workers: int = 0,
+    progress: bool = False,
+) -> dict:
+    """The cached datasets of every Diff-ICE step (:func:`bundle.diffice.training.split_items` parts).
+
+    Args:
+        split: the split parts.
+        preprocessing: the deterministic chain.
+        shift_px: largest training shift of the ``guide`` and the ``oracle``.
+        cache_workers: workers that fill the caches.
+        progress: show the caching progress.
+
+    Returns:
+        ``train`` (flips with their label maps: segmentation, DDPM), ``guide`` / ``oracle`` (flips,
+        shifts, intensity jitter), ``guide_val`` / ``oracle_val`` / ``test`` (no augmentation),
+        ``features`` / ``evaluator`` (each half whole: the proximity and the FID networks).
+    """
+    from monai.data import CacheDataset
+
+    def cached(items: list, transform: Compose) -> CacheDataset:
+        return CacheDataset(items, transform, num_workers=cache_workers, progress=progress)
+
+    return {
+        "train": cached(split["train"], training_augmentation(preprocessing, 0, False, ("image", "label"))),
+        "guide": cached(split["guide_train"], training_augmentation(preprocessing, shift_px["guide"])),
+        "oracle": cached(split["oracle_train"], training_augmentation(preprocessing, shift_px["oracle"])),
+        "guide_val": cached(split["guide_val"], preprocessing),
+        "oracle_val": cached(split["oracle_val"], preprocessing),
+        "test": cached(split["test"], preprocessing),
+        "features": cached(split["guide_train"] + split["guide_val"], preprocessing),
+        "evaluator": cached(split["oracle_train"] + split["oracle_val"], preprocessing),
+    }
+
+
+def diffice_loaders(datasets: Mapping[str, object], batch_size: int, ddpm_batch_size: int) -> dict:
+    """A ``DataLoader`` per dataset of :func:`diffice_datasets` (training ones shuffled), plus ``ddpm`` on ``train``."""
+    from monai.data import DataLoader
+
+    shuffled = {"train", "guide", "oracle", "features", "evaluator"}
+    loaders = {
+        name: DataLoader(dataset, batch_size=int(batch_size), shuffle=name in shuffled)
+        for name, dataset in datasets.items()
+    }
+    loaders["ddpm"] = DataLoader(datasets["train"], batch_size=int(ddpm_batch_size), shuffle=True)
+    return loaders

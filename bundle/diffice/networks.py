@@ -305,8 +305,9 @@ def diffusion_unet(
     num_res_blocks: int = 1,
     num_head_channels: int = 32,
     norm_num_groups: int = 16,
+    device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """The unconditional eps-prediction UNet: MONAI ``DiffusionModelUNet`` for 1-channel images."""
+    """The unconditional eps-prediction UNet: MONAI ``DiffusionModelUNet`` for 1-channel images, on ``device``."""
     from monai.networks.nets import DiffusionModelUNet
 
     return DiffusionModelUNet(
@@ -318,4 +319,4 @@ def diffusion_unet(
         num_res_blocks=num_res_blocks,
         num_head_channels=num_head_channels,
         norm_num_groups=norm_num_groups,
-    )
+    ).to(device)

@@ -189,18 +189,19 @@ class UnitRangeDiffusionBatch(DiffusionPrepareBatch):
         return images * 2.0 - 1.0, target, args, infer_kwargs
 
 
-def queried_timesteps(num_train_timesteps: int, num_inference_steps: int, tau: int, factor: float | None) -> int | None:
+def queried_timesteps(ddpm: dict, counterfactual: dict) -> int | None:
     """Highest DDPM step worth training for a sampler that starts at kept step ``tau``.
 
     Args:
-        num_train_timesteps: ``T``.
-        num_inference_steps: the sampler's ``N``.
-        tau: the kept step every pass starts from.
-        factor: margin over the original step of ``tau`` (1.2: 20 % above); None trains the whole chain.
+        ddpm: the ``ddpm`` settings: ``num_train_timesteps`` (``T``) and ``timestep_factor`` (margin over
+            the original step of ``tau``, 1.2: 20 % above; None trains the whole chain).
+        counterfactual: the sampler settings ``num_inference_steps`` (``N``) and ``tau``.
 
     Returns:
         the last step to train, or None for all.
     """
+    num_train_timesteps, factor = int(ddpm["num_train_timesteps"]), ddpm.get("timestep_factor")
+    num_inference_steps, tau = int(counterfactual["num_inference_steps"]), int(counterfactual["tau"])
     if factor is None:
         return None
     step = round(int(tau) * (num_train_timesteps - 1) / (int(num_inference_steps) - 1))

@@ -100,8 +100,17 @@ class LatentScorer:
             "ood_mahalanobis": maha,
             "ood_knn": knn,
             "ood_flag": (maha > self.threshold_mahalanobis) | (knn > self.threshold_knn),
-            "predicted_roi_edge_mae": self.quality.predict(latents),
+            "predicted_roi_edge_mae": np.clip(self.quality.predict(latents), *self.quality_range()),
         }
+
+    def quality_range(self) -> tuple[float, float]:
+        """The range of the ROI Edge-MAE seen in training; a prediction outside it is extrapolation, clipped.
+
+        Scorers of 0.9.x without the range clip at 0 (an error is never negative).
+        """
+        low = float(self.info.get("quality_min", 0.0))
+        high = float(self.info.get("quality_max", "inf"))
+        return max(low, 0.0), high
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Every field as a plain array (for :func:`save_scorer`)."""
@@ -219,6 +228,8 @@ def fit_scorer(
     val_maha = mahalanobis(val["z"], gaussian)
     val_knn = knn_distance(val["z"], bank, k)
     t_maha, t_knn, common = joint_thresholds(val_maha, val_knn, percentile)
+    target = np.asarray(train["roi_edge_mae"], np.float64)
+    info = {**(info or {}), "quality_min": f"{target.min():.6g}", "quality_max": f"{target.max():.6g}"}
     return LatentScorer(
         gaussian=gaussian,
         bank=bank,
@@ -227,7 +238,7 @@ def fit_scorer(
         threshold_mahalanobis=t_maha,
         threshold_knn=t_knn,
         percentile=percentile,
-        info={**(info or {}), "threshold_percentile_each": f"{common:.1f}"},
+        info={**info, "threshold_percentile_each": f"{common:.1f}"},
     )
 
 
@@ -294,12 +305,17 @@ def write_training_latents(
         the fitted scorer.
     """
     from bundle.latent.latents import collect_latents, concat_splits, save_latents
-    from bundle.utils.checkpoints import load_model_weights
+    from bundle.utils.checkpoints import load_model_weights, state_dict_sha256
 
     network = load_model_weights(copy.deepcopy(template).cpu(), model_path).to(device)
     tables = {split: collect_latents(network, loader, device) for split, loader in loaders.items()}
     save_latents(os.path.join(models_dir, "train_latents.npz"), concat_splits(tables))
-    info = {"canvas_size": str(canvas_size), "model": str(model_path), "n_train": str(len(tables["train"]["z"]))}
+    info = {
+        "canvas_size": str(canvas_size),
+        "model": str(model_path),
+        "n_train": str(len(tables["train"]["z"])),
+        "encoder_sha256": state_dict_sha256(network.encoder),  # score refuses an encoder with other weights
+    }
     scorer = fit_scorer(tables["train"], tables["val"], k=k, info=info)
     save_scorer(os.path.join(models_dir, "scorer.npz"), scorer)
     logger.info(

@@ -12,6 +12,9 @@ Start it from the repository root after ``bash bundle/monailabel_app/install.sh`
 
     MONAI_LABEL_AUTO_UPDATE_SCORING=false monailabel start_server --app bundle/monailabel_app
         --studies path/to/pngs --conf zoo_source github
+
+``--conf upload_limit_mb N`` sets the largest upload (default 64 MB; a larger request gets 413 before
+its body is read).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import os
 from bundle import __version__
 from bundle.utils.checkpoints import ARCHITECTURE_KEYS
 from bundle.utils.paths import REPO_ROOT
-from lib.guards import guard_datastore, inferable_image, parse_roi
+from fastapi import HTTPException
+from lib.guards import guard_datastore, guard_endpoints, inferable_image, parse_roi, removed_on_failure
 from lib.infers import ReconstructionInfer
 from lib.model import SharedReconstructor
 from lib.scoring import OODScoring
 from lib.strategies import MostUnfamiliar
 from lib.trainers import BundleTrain
+from lib.uploads import DEFAULT_LIMIT_MB, install, redact
 from monailabel.interfaces.app import MONAILabelApp
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ class FetalNTApp(MONAILabelApp):
     """The app: one shared model for inference and scoring, the bundle's training for the train task."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict) -> None:
+        install(float(conf.get("upload_limit_mb", DEFAULT_LIMIT_MB)))  # uploads: size limit, private folder
+        guard_endpoints()  # bad params: 400; uploads removed on every failure
         self.overrides = config_overrides(conf)
         self.model = SharedReconstructor(self.overrides)
         self.bundle_root = str(REPO_ROOT)
@@ -72,10 +79,28 @@ class FetalNTApp(MONAILabelApp):
         return store
 
     def infer(self, request: dict, datastore=None) -> dict:
-        """Infer on a datastore image or an upload only, with a valid ``roi`` if any (4xx otherwise)."""
-        inferable_image(request.get("image"), datastore or self.datastore())
-        request["roi"] = parse_roi(request.get("roi"))
-        return super().infer(request, datastore)
+        """Infer on a datastore image or this request's upload, with a valid ``roi`` if any (4xx otherwise).
+
+        An error the bundle raises for the input (unreadable image, no NT box for the dual-view
+        model) becomes a 400 with its message, server paths removed; the upload is deleted on every
+        failure.
+        """
+        from bundle.data.readers import ImageReadError
+
+        with removed_on_failure():
+            if request.get("model") not in self._infers:
+                served = sorted(self._infers)
+                detail = f"no model {request.get('model')!r}; this app serves {served}"
+                raise HTTPException(status_code=404, detail=detail)
+            inferable_image(request.get("image"), datastore or self.datastore())
+            request["roi"] = parse_roi(request.get("roi"))
+            try:
+                return super().infer(request, datastore)
+            except (ImageReadError, ValueError) as error:
+                message = redact(str(error).replace(str(request.get("image")), "the image"))
+                if "no NT box" in message:
+                    message += "; over MONAI Label, pass the box as roi=x0,y0,x1,y1 (pixels) with the request"
+                raise HTTPException(status_code=400, detail=message) from None
 
     def init_infers(self) -> dict:
         """The reconstruction task."""

@@ -6,18 +6,23 @@ line naming the signal, where the checkpoints are and how to resume, then stops 
 status ``128 + signal`` (143 for SIGTERM, 130 for SIGINT). The stop is a :class:`SystemExit` raised
 where the run is: writes in progress are atomic (their temporary file is removed), no completion
 marker is written, run locks are released at exit, and the same command resumes from the last
-checkpoint, as after a SIGKILL. A second signal during the stop gets the previous handler.
+checkpoint, as after a SIGKILL. A second signal during the stop gets the previous handler. The
+handlers on the way (ignite, MONAI's ``StatsHandler``) log the stop with a traceback, so the resume
+command is printed once more when the process exits: it is the last line the user sees.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
-__all__ = ["STOP_SIGNALS", "RunStopped", "stop_on_signals", "restore_signals"]
+__all__ = ["STOP_SIGNALS", "RunStopped", "stop_on_signals", "restore_signals", "command_line"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _previous: dict[int, object] = {}
@@ -25,6 +30,17 @@ _previous: dict[int, object] = {}
 
 class RunStopped(SystemExit):
     """The run was stopped by a signal; its ``code`` is ``128 + signal number``."""
+
+
+def command_line() -> str:
+    """The command that started this process, as typed after ``python`` (``-m package`` restored)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    argv = ["-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]] if spec is not None and spec.name else sys.argv
+    return shlex.join([Path(sys.executable).name, *argv])
+
+
+def _print_last(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def stop_on_signals(output_dir: str | os.PathLike) -> bool:
@@ -48,6 +64,8 @@ def stop_on_signals(output_dir: str | os.PathLike) -> bool:
             file=sys.stderr,
             flush=True,
         )
+        resume = f"error: stopped by {name} (exit {128 + signum}); resume from the last epoch with: {command_line()}"
+        atexit.register(_print_last, resume)
         raise RunStopped(128 + signum)
 
     for signum in STOP_SIGNALS:

@@ -257,12 +257,19 @@ def check_writable(folders: dict[str, str | os.PathLike], min_free_mb: float = 2
             )
 
 
+def has_training_state(output_dir: str | os.PathLike) -> bool:
+    """Whether a run folder holds anything a resume would continue: a checkpoint or a finished phase's marker."""
+    folder = Path(output_dir)
+    return any(folder.glob("checkpoints/**/*.pt")) or any(folder.glob("*_complete.json"))
+
+
 def check_run_settings(output_dir: str | os.PathLike, settings: dict) -> dict:
     """Refuse to resume a run folder that was made with different settings.
 
     The first call writes ``output_dir/run_settings.json``; later calls (a re-run that resumes)
     compare against it, so a changed held-out site or seed can never mix with an older run's
-    checkpoints and completion markers. Epoch counts are not part of the check: an interrupted run
+    checkpoints and completion markers. A folder without any checkpoint or finished phase (a run
+    refused before its first epoch) takes the new settings. Epoch counts are not part of the check: an interrupted run
     may resume with another budget (a phase that completed stays complete).
 
     Args:
@@ -282,7 +289,12 @@ def check_run_settings(output_dir: str | os.PathLike, settings: dict) -> dict:
     if path.exists():
         previous = json.loads(path.read_text())
         changed = {k: {"before": previous.get(k), "now": v} for k, v in settings.items() if previous.get(k) != v}
-        if changed:
+        if changed and not has_training_state(output_dir):
+            # a run refused before its first epoch (a bad setting, a broken datalist) left only its settings:
+            # nothing can mix, so the corrected command starts afresh
+            logger.info(f"{output_dir}: no checkpoint or finished phase yet; the new settings replace {changed}")
+            atomic_write_json(path, settings)
+        elif changed:
             raise ValueError(
                 f"{output_dir} holds a run made with other settings {changed}; resuming it would mix two runs. "
                 f"Give a new --output_dir (e.g. runs/heldout{settings.get('held_out_site', 'N')}) "

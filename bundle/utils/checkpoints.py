@@ -24,6 +24,22 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read (truncated, not a PyTorch file) or does not fit the network."""
 
 
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 of a module's weights (names, dtypes, shapes and values in name order): its identity.
+
+    The scorer stores it and every exported encoder embeds it, so ``score`` can tell whether an
+    encoder and a scorer come from the same training run.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.numpy().tobytes() if value.dtype != torch.bfloat16 else value.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> object:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors.
 

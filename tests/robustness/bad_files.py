@@ -62,7 +62,7 @@ CASES = [
     ("truncated.png", _truncated("PNG"), "not a readable image"),
     ("truncated.jpg", _truncated("JPEG"), "not a readable image"),
     ("zero_bytes.png", lambda p: p.write_bytes(b""), "empty (0 bytes)"),
-    ("text_named.png", lambda p: p.write_text("this is not an image"), "not a readable image"),
+    ("text_named.png", lambda p: p.write_text("this is not an image"), "not a PNG, JPEG, BMP or TIFF"),
     ("grey16.png", _png(GREY.astype(np.uint16) * 257), "ok"),
     ("rgba.png", _png(np.dstack([GREY] * 3 + [np.full_like(GREY, 200)])), "ok"),
     ("palette.png", _palette, "ok"),

@@ -33,23 +33,37 @@ def test_each_degenerate_split_is_refused_with_the_fix(entries, held_out, val_fr
     assert expected in str(caught.value)
 
 
-def test_val_fraction_0_stops_before_phase_1_and_leaves_no_marker(tmp_path):
+def test_val_fraction_0_stops_before_anything_is_written(tmp_path):
     settings = {"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path / "data"), **TINY_TRAINING}
     workflow = ConfigWorkflow(
         config_file=str(ROOT / "configs/train.json"), workflow_type="train", run_id="training", **settings
     )
     workflow.parser["val_fraction"] = 0.0
-    workflow.initialize()
     with pytest.raises(RuntimeError) as caught:
-        workflow.run()
+        workflow.initialize()  # the settings are checked in the first initialize step
     chain, error = [], caught.value
     while error is not None:
         chain.append(str(error))
         error = error.__cause__
-    assert any("set --val_fraction above 0" in message for message in chain), chain
+    assert any("setting val_fraction = 0.0 must be" in m and "--val_fraction 0.15" in m for m in chain), chain
     assert not (tmp_path / "runs/quick/phase1_complete.json").exists()
     assert not list((tmp_path / "runs/quick").rglob("checkpoint_epoch=*.pt"))
-    workflow.finalize()
+    assert not (tmp_path / "runs/quick/run_settings.json").exists()  # checked before anything is written (30.5)
+
+
+def test_a_run_refused_before_its_first_epoch_does_not_block_the_corrected_one(tmp_path):
+    from bundle.training.workflow import check_run_settings
+
+    run = tmp_path / "runs/quick"
+    first = {"dataset_dir": "data", "held_out_site": 2, "val_fraction": 0.15, "seed": 0}
+    check_run_settings(run, first)  # written, then the run stopped (a broken datalist, say)
+    corrected = {**first, "dataset_dir": "data_fixed"}
+    assert check_run_settings(run, corrected) == corrected
+    assert json.loads((run / "run_settings.json").read_text())["dataset_dir"] == "data_fixed"
+    (run / "checkpoints" / "phase1").mkdir(parents=True)
+    (run / "checkpoints" / "phase1" / "checkpoint_epoch=1.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds a run made with other settings"):  # once trained, it is guarded
+        check_run_settings(run, {**corrected, "seed": 1})
 
 
 def test_an_empty_data_list_does_not_validate(tmp_path, capsys):

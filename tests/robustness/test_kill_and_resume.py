@@ -187,6 +187,9 @@ def test_sigterm_and_sigint_stop_with_one_line_and_the_run_resumes(tmp_path, sto
         f"fetal_nt_roi_cae: stopped by {signal.Signals(stop).name}; the checkpoints up to the last finished epoch "
         f"are kept in {root / 'runs/quick'}; run the same command again to resume"
     ]
+    last = [line for line in log.read_text().splitlines() if line.strip()][-1]
+    assert "resume from the last epoch with:" in last and "-m monai.bundle run training" in last, last  # issue 30.11
+    assert "--bundle_root" in last and str(root) in last
     assert torch.load(root / first_checkpoint, weights_only=True)  # the checkpoint is whole
     assert not (root / "runs/quick/phase2_complete.json").exists()
     assert not (root / "runs/quick/.run.lock").exists() and not list(root.rglob(".*.tmp"))

@@ -3,16 +3,19 @@
 MONAI Label 0.8 infers on any existing path given as ``image`` (another user's file), joins
 ``image`` ids and label ``tag`` values into datastore paths (``../outside/x`` writes outside the
 studies folder), stores any uploaded bytes as an image or label, and turns bad parameters into a
-bare 500. The app refuses each with a 4xx and a message saying what to send instead.
+bare 500. The app refuses each with a 4xx and a message saying what to send instead (never a
+server path), and removes a refused upload's copy (:mod:`lib.uploads`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-import tempfile
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import HTTPException
+from lib.uploads import discard, is_own_upload, redact
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -48,16 +51,13 @@ def inferable_image(image: object, datastore) -> None:
     """Refuse an ``image`` that is neither a datastore id nor the endpoint's own upload (a temporary file)."""
     if not isinstance(image, str) or not image:
         raise HTTPException(status_code=400, detail="give an image id of the datastore, or upload the file")
-    if image in set(datastore.list_images()):
+    if image in set(datastore.list_images()) or is_own_upload(image):
         return
-    path = Path(image)
-    uploaded = path.is_file() and path.parent == Path(tempfile.gettempdir()) and path.name.startswith("tmp")
-    if not uploaded:
-        raise HTTPException(
-            status_code=404,
-            detail=f"image {image!r} is not in the datastore (ids only; paths are refused): add it with "
-            "PUT /datastore/image, then pass its id",
-        )
+    raise HTTPException(
+        status_code=404,
+        detail=f"image {redact(image)!r} is not in the datastore (ids only; paths are refused): add it with "
+        "PUT /datastore/image, then pass its id, or upload the file with this request",
+    )
 
 
 def _readable_image(path: str, what: str) -> tuple[int, int]:
@@ -67,9 +67,58 @@ def _readable_image(path: str, what: str) -> tuple[int, int]:
     try:
         height, width = read_image(path).array.shape
     except ImageReadError as error:
-        reason = str(error).split(": ", 1)[-1]
+        reason = redact(str(error).split(": ", 1)[-1])
         raise HTTPException(status_code=400, detail=f"the uploaded {what} cannot be used: {reason}") from None
     return width, height
+
+
+def _answer_4xx(endpoint):
+    """Wrap a MONAI Label endpoint: bad parameters (JSON, ids) become a 400 with the reason; uploads go on failure."""
+
+    @functools.wraps(endpoint)
+    def guarded(*args, **kwargs):
+        try:
+            return endpoint(*args, **kwargs)
+        except HTTPException:
+            discard()
+            raise
+        except (ValueError, KeyError, TypeError) as error:  # json.loads(params), an unknown key, a wrong type
+            discard()
+            raise HTTPException(
+                status_code=400,
+                detail=f"bad request ({type(error).__name__}: {redact(str(error))}); params must be a JSON object, "
+                "image an id of the datastore, tag a plain name",
+            ) from None
+        except BaseException:
+            discard()
+            raise
+
+    guarded.fetal_nt_guarded = True
+    return guarded
+
+
+def guard_endpoints() -> None:
+    """Put :func:`_answer_4xx` around the endpoints that take uploads or JSON ``params`` (in place, once)."""
+    from monailabel.endpoints import datastore, infer
+
+    for module, names in (
+        (infer, ("run_inference",)),
+        (datastore, ("add_image", "save_label", "update_image_info", "update_label_info")),
+    ):
+        for name in names:
+            endpoint = getattr(module, name)
+            if not getattr(endpoint, "fetal_nt_guarded", False):
+                setattr(module, name, _answer_4xx(endpoint))
+
+
+@contextmanager
+def removed_on_failure(*paths: str) -> Iterator[None]:
+    """Delete the request's uploads when the block raises (MONAI Label removes them only after a success)."""
+    try:
+        yield
+    except BaseException:
+        discard(*paths)
+        raise
 
 
 def guard_datastore(store) -> None:
@@ -77,26 +126,28 @@ def guard_datastore(store) -> None:
     add_image, save_label = store.add_image, store.save_label
 
     def checked_add_image(image_id: str, image_filename: str, image_info: dict) -> str:
-        plain_name(image_id, "image id")
-        _readable_image(image_filename, "image")
-        return add_image(image_id, image_filename, image_info)
+        with removed_on_failure(image_filename):
+            plain_name(image_id, "image id")
+            _readable_image(image_filename, "image")
+            return add_image(image_id, image_filename, image_info)
 
     def checked_save_label(image_id: str, label_filename: str, label_tag: str, label_info: dict) -> str:
-        plain_name(image_id, "image id")
-        plain_name(label_tag, "label tag")
-        if image_id not in set(store.list_images()):
-            raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore; add it first")
-        size = _readable_image(label_filename, "label")
-        image_size = _readable_image(store.get_image_uri(image_id), "image")
-        if size != image_size:
-            raise HTTPException(
-                status_code=400,
-                detail=f"the label is {size[0]}x{size[1]} but image {image_id!r} is {image_size[0]}x{image_size[1]}; "
-                "draw the NT box mask on the image itself",
-            )
-        return save_label(image_id, label_filename, label_tag, label_info)
+        with removed_on_failure(label_filename):
+            plain_name(image_id, "image id")
+            plain_name(label_tag, "label tag")
+            if image_id not in set(store.list_images()):
+                raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore; add it first")
+            size = _readable_image(label_filename, "label")
+            image_size = _readable_image(store.get_image_uri(image_id), "image")
+            if size != image_size:
+                raise HTTPException(
+                    status_code=400,
+                    detail=f"the label is {size[0]}x{size[1]} but image {image_id!r} is "
+                    f"{image_size[0]}x{image_size[1]}; draw the NT box mask on the image itself",
+                )
+            return save_label(image_id, label_filename, label_tag, label_info)
 
     store.add_image, store.save_label = checked_add_image, checked_save_label
 
 
-__all__ = ["plain_name", "parse_roi", "inferable_image", "guard_datastore"]
+__all__ = ["plain_name", "parse_roi", "inferable_image", "guard_datastore", "guard_endpoints", "removed_on_failure"]

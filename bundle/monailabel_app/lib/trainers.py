@@ -10,14 +10,15 @@ import sys
 
 import numpy as np
 from monailabel.interfaces.tasks.train import TrainTask
-from PIL import Image
 
 logger = logging.getLogger(__name__)
 
 
 def roi_from_mask(path: str) -> list[float] | None:
     """Bounding box ``[x0, y0, x1, y1]`` (pixel edges) of the non-zero pixels of a label mask."""
-    mask = np.asarray(Image.open(path).convert("L")) > 0
+    from bundle.data.readers import read_image
+
+    mask = read_image(path).array > 0  # the bundle's reader: documented formats only, never a decoder by content
     if not mask.any():
         return None
     rows, cols = np.nonzero(mask)

@@ -1,0 +1,86 @@
+"""Checks of the main job's settings by name, before anything is written (``check_values`` in ``train.json``).
+
+A value given on the command line (``--phase1_epochs abc``) otherwise reaches an engine or a network
+and fails deep inside it with a message that names neither the setting nor the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Integral, Real
+
+__all__ = ["RULES", "check_setting_values"]
+
+
+def _whole(low: int) -> tuple[Callable[[object], bool], str]:
+    return (lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= low), f"a whole number >= {low}"
+
+
+def _number(low: float, high: float | None = None, open_low: bool = False) -> tuple[Callable[[object], bool], str]:
+    def ok(v: object) -> bool:
+        if not isinstance(v, Real) or isinstance(v, bool) or v != v:
+            return False
+        above = v > low if open_low else v >= low
+        return above and (high is None or v < high)
+
+    bound = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high is not None else "")
+    return ok, f"a number {bound}"
+
+
+def _choice(*options: str) -> tuple[Callable[[object], bool], str]:
+    return (lambda v: v in options), "one of " + ", ".join(options)
+
+
+def _multiple(of: int) -> tuple[Callable[[object], bool], str]:
+    return (lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= of and v % of == 0), (
+        f"a positive multiple of {of} (the encoder halves it {of.bit_length() - 1} times)"
+    )
+
+
+#: setting -> (test, what it must be, an example value)
+RULES: dict[str, tuple[Callable[[object], bool], str, str]] = {
+    "phase1_epochs": (*_whole(0), "30"),
+    "phase2_epochs": (*_whole(0), "15"),
+    "batch_size": (*_whole(1), "16"),
+    "seed": (*_whole(0), "0"),
+    # -1 (a site no image has) or null holds out nothing: the MONAI Label app trains on every labelled image
+    "held_out_site": ((lambda v: v is None or _whole(-1)[0](v)), "a site index, -1 or null for none", "2"),
+    "val_fraction": (*_number(0.0, 1.0, open_low=True), "0.15"),
+    "lr": (*_number(0.0, open_low=True), "0.001"),
+    "phase2_lr_factor": (*_number(0.0, open_low=True), "0.1"),
+    "canvas_size": (*_multiple(32), "128"),
+    "roi_canvas_size": (*_multiple(16), "64"),
+    "roi_margin": (*_number(0.0), "0.5"),
+    "latent_dim": (*_whole(1), "128"),
+    "calibration_batches": (*_whole(1), "20"),
+    "early_stop_patience": (*_whole(1), "15"),
+    "model": (*_choice("dual_view", "paper"), "dual_view"),
+    "loss_weighting": (*_choice("calibrated", "equal", "uncertainty"), "calibrated"),
+    "phase2_freeze": (*_choice("none", "encoder"), "none"),
+    "lr_schedule": (*_choice("constant", "cosine"), "constant"),
+    "augment": ((lambda v: isinstance(v, bool)), "true or false", "true"),
+}
+
+
+def check_setting_values(values: dict) -> dict:
+    """Refuse any setting whose value is not of its kind, naming the key, the value and an example.
+
+    Args:
+        values: setting name -> value (the keys of :data:`RULES` that the config passes).
+
+    Returns:
+        ``values``.
+
+    Raises:
+        ValueError: listing every bad setting (``--key value`` to fix it); the last line names one.
+    """
+    problems = []
+    for key, value in values.items():
+        if key not in RULES:
+            continue
+        test, kind, example = RULES[key]
+        if not test(value):
+            problems.append(f"setting {key} = {value!r} must be {kind}; e.g. --{key} {example}")
+    if problems:
+        raise ValueError("; ".join(problems) + " (nothing was started)")
+    return values
