@@ -226,14 +226,41 @@ def training_augmentation(
     return Compose([*preprocessing.transforms, *steps])
 
 
+class LazyMapping(Mapping):
+    """A mapping whose values are built on first access, in the order the steps ask for them.
+
+    A MONAI ``DataLoader`` draws its augmentation seed from the global torch generator when it is
+    made, so making every loader up front would change each step's random stream; lazily, each is
+    made when its step starts, and a run is reproducible step by step.
+
+    Args:
+        factories: name -> callable returning the value.
+    """
+
+    def __init__(self, factories: Mapping[str, object]) -> None:
+        self._factories = dict(factories)
+        self._made: dict[str, object] = {}
+
+    def __getitem__(self, name: str) -> object:
+        if name not in self._made:
+            self._made[name] = self._factories[name]()
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+
 def diffice_datasets(
     split: Mapping[str, list],
     preprocessing: Compose,
     shift_px: Mapping[str, float],
     cache_workers: int = 0,
     progress: bool = False,
-) -> dict:
-    """The cached datasets of every Diff-ICE step (:func:`bundle.diffice.training.split_items` parts).
+) -> LazyMapping:
+    """The cached datasets of every Diff-ICE step (parts of :func:`~bundle.diffice.training.split_items`), made lazily.
 
     Args:
         split: the split parts.
@@ -249,29 +276,32 @@ def diffice_datasets(
     """
     from monai.data import CacheDataset
 
-    def cached(items: list, transform: Compose) -> CacheDataset:
-        return CacheDataset(items, transform, num_workers=cache_workers, progress=progress)
+    def cached(items: list, transform: Compose):
+        return lambda: CacheDataset(items, transform, num_workers=cache_workers, progress=progress)
 
-    return {
-        "train": cached(split["train"], training_augmentation(preprocessing, 0, False, ("image", "label"))),
-        "guide": cached(split["guide_train"], training_augmentation(preprocessing, shift_px["guide"])),
-        "oracle": cached(split["oracle_train"], training_augmentation(preprocessing, shift_px["oracle"])),
-        "guide_val": cached(split["guide_val"], preprocessing),
-        "oracle_val": cached(split["oracle_val"], preprocessing),
-        "test": cached(split["test"], preprocessing),
-        "features": cached(split["guide_train"] + split["guide_val"], preprocessing),
-        "evaluator": cached(split["oracle_train"] + split["oracle_val"], preprocessing),
-    }
+    return LazyMapping(
+        {
+            "train": cached(split["train"], training_augmentation(preprocessing, 0, False, ("image", "label"))),
+            "guide": cached(split["guide_train"], training_augmentation(preprocessing, shift_px["guide"])),
+            "oracle": cached(split["oracle_train"], training_augmentation(preprocessing, shift_px["oracle"])),
+            "guide_val": cached(split["guide_val"], preprocessing),
+            "oracle_val": cached(split["oracle_val"], preprocessing),
+            "test": cached(split["test"], preprocessing),
+            "features": cached(split["guide_train"] + split["guide_val"], preprocessing),
+            "evaluator": cached(split["oracle_train"] + split["oracle_val"], preprocessing),
+        }
+    )
 
 
-def diffice_loaders(datasets: Mapping[str, object], batch_size: int, ddpm_batch_size: int) -> dict:
+def diffice_loaders(datasets: Mapping[str, object], batch_size: int, ddpm_batch_size: int) -> LazyMapping:
     """A ``DataLoader`` per dataset of :func:`diffice_datasets` (training ones shuffled), plus ``ddpm`` on ``train``."""
     from monai.data import DataLoader
 
     shuffled = {"train", "guide", "oracle", "features", "evaluator"}
-    loaders = {
-        name: DataLoader(dataset, batch_size=int(batch_size), shuffle=name in shuffled)
-        for name, dataset in datasets.items()
-    }
-    loaders["ddpm"] = DataLoader(datasets["train"], batch_size=int(ddpm_batch_size), shuffle=True)
-    return loaders
+
+    def loader(name: str, size: int, shuffle: bool):
+        return lambda: DataLoader(datasets[name], batch_size=int(size), shuffle=shuffle)
+
+    factories = {name: loader(name, batch_size, name in shuffled) for name in datasets}
+    factories["ddpm"] = loader("train", ddpm_batch_size, True)
+    return LazyMapping(factories)

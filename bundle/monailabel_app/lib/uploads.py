@@ -23,6 +23,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 __all__ = ["UploadFolder", "install", "is_own_upload", "discard", "current_uploads", "redact", "DEFAULT_LIMIT_MB"]
 
@@ -42,12 +43,12 @@ class UploadFolder:
         self.root = Path(root)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def NamedTemporaryFile(self, suffix: str = "", **_) -> _Name:  # noqa: N802 - the tempfile function it replaces
+    def NamedTemporaryFile(self, suffix: str = "", **_) -> SimpleNamespace:  # noqa: N802 - the function it replaces
         """A fresh path in the folder (only ``.name`` is used by the endpoints); recorded as this request's upload."""
         suffix = suffix if SAFE_SUFFIX.fullmatch(suffix or "") else ".upload"
         path = self.root / f"upload_{secrets.token_hex(8)}{suffix}"
         _current.set((*_current.get(), str(path)))
-        return _Name(str(path))
+        return SimpleNamespace(name=str(path))
 
     def __getattr__(self, name: str):
         return getattr(tempfile, name)  # everything else as the real module
@@ -56,11 +57,6 @@ class UploadFolder:
         """Whether ``path`` is a file directly in the folder."""
         candidate = Path(path)
         return candidate.parent.resolve() == self.root.resolve() and candidate.is_file()
-
-
-class _Name:
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 _folder: UploadFolder | None = None
