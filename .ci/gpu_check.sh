@@ -22,7 +22,8 @@ if [ "${GPU_CHECK_TINY:-0}" = "1" ]; then
         --validation_fraction 0.3 --test_fraction 0.25 --batch_size 16 --cache_workers 0
         --segmentation#epochs 1 --guide#epochs 1 --oracle#epochs 1 --features#epochs 1 --evaluator#epochs 1
         --ddpm#epochs 1 --counterfactual#num_inference_steps 10 --counterfactual#tau 3
-        --counterfactual#iterations 2 --counterfactual#max_inputs 4)
+        --counterfactual#iterations 2 --counterfactual#max_inputs 4 --ddpm#channels "[16,16,32,32]"
+        --ddpm#num_head_channels 8 --ddpm#norm_num_groups 8 --segmentation#channels "[8,16,16,32]")
     cae_args=(--phase1_epochs 1 --phase2_epochs 1 --synthetic#per_site 8 --synthetic#workers 1 --synthetic#size "[160,120]"
         --canvas_size 64 --roi_canvas_size 32 --batch_size 4 --cache_workers 0 --calibration_batches 1
         --scoring#check_data#per_site 2 --scoring#check_data#size "[64,64]")

@@ -125,6 +125,7 @@ def test_monailabel_server_end_to_end(server, tmp_path):
     assert info["models"]["reconstruction"]["type"] == "others"
     assert {"ood"} == set(info["scoring"]) and {"most_unfamiliar"} == set(info["strategies"])
     assert info["datastore"]["total"] == 4
+    _upload_over_the_limit(url, process)  # first, so the peak is the upload's, not an inference's
 
     # infer: reconstruction PNG in the original size plus JSON with the 128-value latent
     case = images[2].stem
@@ -264,6 +265,15 @@ def _peak_rss_mb(process: subprocess.Popen) -> float:
     return max(peaks)
 
 
+def _upload_over_the_limit(url: str, process: subprocess.Popen) -> None:
+    """Issue 30.3: a 300 MB upload is refused (413) before its body is read; the server's memory does not grow."""
+    before = _peak_rss_mb(process)
+    status, body = _declared_upload(f"{url}/datastore/?image=huge", 300 * 2**20)
+    assert status == 413 and "limit of 16 MB" in body, (status, body)
+    after = _peak_rss_mb(process)
+    assert after < 700 and after - before < 32, (before, after)  # 0.9.3 received the whole body first
+
+
 def _round_four(client, url, images, process, server_tmp: Path, gs_marker: Path, tmp_path: Path) -> None:
     import urllib.error
 
@@ -289,12 +299,6 @@ def _round_four(client, url, images, process, server_tmp: Path, gs_marker: Path,
         f"{url}/infer/reconstruction?output=json", "POST", "file", "ok.png", images[1].read_bytes()
     )
     assert status == 200 and len(json.loads(body)["latent"]) == 128, body[:300]
-    # 3. uploads over the limit (16 MB here) are refused before the body is read; 300 MB costs no memory
-    before = _peak_rss_mb(process)
-    status, body = _declared_upload(f"{url}/datastore/?image=huge", 300 * 2**20)
-    assert status == 413 and "limit of 16 MB" in body, (status, body)
-    after = _peak_rss_mb(process)
-    assert after < 700, (before, after)
     # every refusal above left nothing behind, and no answer named a server path
     for bad in (f"{url}/datastore/?image=scan", f"{url}/infer/reconstruction?output=json"):
         status, body = _multipart(bad, "PUT" if "datastore" in bad else "POST", "file", "text.png", b"not an image")

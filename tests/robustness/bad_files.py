@@ -54,6 +54,7 @@ def _dicom_without_pixels(path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nnewpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
 GREY = (np.add.outer(np.arange(96), np.arange(128)) % 256).astype(np.uint8)
 NON_UTF8 = os.fsdecode(b"caf\xe9_scan.png")  # a Latin-1 file name, not valid UTF-8
 
@@ -63,6 +64,7 @@ CASES = [
     ("truncated.jpg", _truncated("JPEG"), "not a readable image"),
     ("zero_bytes.png", lambda p: p.write_bytes(b""), "empty (0 bytes)"),
     ("text_named.png", lambda p: p.write_text("this is not an image"), "not a PNG, JPEG, BMP or TIFF"),
+    ("eps_named.png", lambda p: p.write_bytes(EPS), "not a PNG, JPEG, BMP or TIFF"),  # Pillow would run Ghostscript
     ("grey16.png", _png(GREY.astype(np.uint16) * 257), "ok"),
     ("rgba.png", _png(np.dstack([GREY] * 3 + [np.full_like(GREY, 200)])), "ok"),
     ("palette.png", _palette, "ok"),

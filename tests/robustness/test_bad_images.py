@@ -39,12 +39,20 @@ def test_each_file_is_read_or_refused_clearly(bad_folder, name, expected):
 
 
 def test_inference_over_the_bad_folder_reports_each_file_and_finishes(tiny_trained_paper, bad_folder, tmp_path):
+    import os
+
     from conftest import TINY_PAPER_ARCH, inference_command  # a plain folder has no NT boxes: single-view model
 
     root, _ = tiny_trained_paper
     out = tmp_path / "out"
+    fake_bin, gs_marker = tmp_path / "fake_bin", tmp_path / "gs_was_called"  # a stand-in gs records any call
+    fake_bin.mkdir()
+    (fake_bin / "gs").write_text(f"#!/bin/sh\necho called > {gs_marker}\nexit 1\n")
+    (fake_bin / "gs").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
     command = inference_command(root / "models", bad_folder, out, TINY_PAPER_ARCH)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert not gs_marker.exists()  # the EPS named .png never reached Ghostscript (issue 30.1)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8", errors="surrogateescape")))
     assert len(rows) == len(CASES)

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_files import EPS
 from bundle.data.datalist import DatalistError, read_datalist_json
 from bundle.data.readers import ImageReadError, read_image
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[2]
-EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nnewpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
 
 
 @pytest.fixture
@@ -43,8 +39,8 @@ def test_an_eps_named_png_is_refused_without_running_ghostscript(tmp_path, recor
     assert not recording_gs.exists()
 
 
-def test_validate_and_inference_refuse_the_eps_and_go_on(tmp_path, recording_gs, tiny_trained_paper):
-    from conftest import TINY_PAPER_ARCH, inference_command
+def test_validate_refuses_the_eps_by_name_and_checks_the_rest(tmp_path, recording_gs, capsys):
+    from bundle.cli import main
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -53,19 +49,11 @@ def test_validate_and_inference_refuse_the_eps_and_go_on(tmp_path, recording_gs,
     datalist = tmp_path / "datalist.json"
     entries = [{"image": f"images/{n}", "roi": [10, 10, 30, 20], "site": 0} for n in ("scan.png", "good.png")]
     datalist.write_text(json.dumps({"data": entries}))
-    env = dict(os.environ)
-    result = subprocess.run(
-        [sys.executable, "-m", "bundle", "validate", str(datalist)], cwd=ROOT, capture_output=True, text=True, env=env
-    )
-    assert result.returncode != 0 and "scan.png" in result.stdout + result.stderr
-    assert "not a PNG, JPEG, BMP or TIFF" in result.stdout + result.stderr
-    root, _ = tiny_trained_paper
-    command = inference_command(root / "models", folder, tmp_path / "out", TINY_PAPER_ARCH)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = (tmp_path / "out" / "results.csv").read_text()
-    assert "not a PNG, JPEG, BMP or TIFF" in rows and rows.count("\nok") + rows.count(",ok,") >= 1
-    assert not recording_gs.exists()
+    assert main(["validate", str(datalist)]) == 1
+    output = capsys.readouterr()
+    problems = [line for line in (output.out + output.err).splitlines() if "not a PNG, JPEG, BMP or TIFF" in line]
+    assert len(problems) == 1 and "scan.png" in problems[0]  # the good image is not among the problems
+    assert not recording_gs.exists()  # the inference path is checked with the bad files (test_bad_images.py)
 
 
 def _dicom(path: Path, **elements) -> Path:
