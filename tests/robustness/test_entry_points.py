@@ -63,7 +63,7 @@ def bad_datalist(tmp_path_factory) -> tuple[Path, dict[int, str]]:
         ("box_outside.png", [100, 50, 140, 70], "lies outside the 128x96 image"),
         ("box_inverted.png", [60, 50, 20, 70], "empty or inverted"),
         ("box_empty.png", [40, 50, 40, 70], "empty or inverted"),
-        ("grey16.png", None, "same file as entry 4"),
+        ("grey16.png", None, f"same file as entry {[case[0] for case in CASES].index('grey16.png')}"),
         ("missing.png", [1, 1, 5, 5], "file not found"),
     ):
         expected[len(entries)] = problem
