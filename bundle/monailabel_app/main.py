@@ -38,6 +38,27 @@ from monailabel.interfaces.app import MONAILabelApp
 
 logger = logging.getLogger(__name__)
 
+
+def remove_log_config_copies(app_dir: str) -> None:
+    """Delete the copies of MONAI Label's logging config that its start script leaves in the temporary folder.
+
+    ``monailabel start_server`` writes ``logging.json`` with this app's log file filled in to a fresh
+    temporary file and never removes it; logging is configured by the time the app starts, so the
+    copies that name this app's ``logs/app.log`` are no longer needed.
+    """
+    import tempfile
+    from pathlib import Path
+
+    log_file = json.dumps(os.path.join(app_dir, "logs", "app.log"))
+    for path in Path(tempfile.gettempdir()).glob("tmp*.json"):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if '"disable_existing_loggers"' in text and log_file in text:
+            path.unlink(missing_ok=True)
+
+
 # --conf keys passed on to configs/inference.json (JSON values, except paths).
 CONFIG_OVERRIDES = ("models_dir", *ARCHITECTURE_KEYS, "device")
 
@@ -71,6 +92,7 @@ class FetalNTApp(MONAILabelApp):
             description="ROI-aware autoencoder for first-trimester NT ultrasound: reconstruction, latent, OOD score",
             version=__version__,
         )
+        remove_log_config_copies(app_dir)
 
     def init_datastore(self):
         """MONAI Label's datastore, with ids, tags and uploads checked (:mod:`lib.guards`)."""
