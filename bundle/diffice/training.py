@@ -200,11 +200,13 @@ def queried_timesteps(ddpm: dict, counterfactual: dict) -> int | None:
     Returns:
         the last step to train, or None for all.
     """
+    from bundle.diffice.schedule import NoiseSchedule
+
     num_train_timesteps, factor = int(ddpm["num_train_timesteps"]), ddpm.get("timestep_factor")
-    num_inference_steps, tau = int(counterfactual["num_inference_steps"]), int(counterfactual["tau"])
     if factor is None:
         return None
-    step = round(int(tau) * (num_train_timesteps - 1) / (int(num_inference_steps) - 1))
+    kept = NoiseSchedule(num_train_timesteps).respaced(int(counterfactual["num_inference_steps"])).timesteps
+    step = int(kept[int(counterfactual["tau"])])
     return int(min(num_train_timesteps - 1, round(float(factor) * step)))
 
 

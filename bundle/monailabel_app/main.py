@@ -27,7 +27,7 @@ from bundle import __version__
 from bundle.utils.checkpoints import ARCHITECTURE_KEYS
 from bundle.utils.paths import REPO_ROOT
 from fastapi import HTTPException
-from lib.guards import guard_datastore, guard_endpoints, inferable_image, parse_roi, removed_on_failure
+from lib.guards import guard_datastore, guard_endpoints, inferable_image, parse_roi
 from lib.infers import ReconstructionInfer
 from lib.model import SharedReconstructor
 from lib.scoring import OODScoring
@@ -104,25 +104,24 @@ class FetalNTApp(MONAILabelApp):
         """Infer on a datastore image or this request's upload, with a valid ``roi`` if any (4xx otherwise).
 
         An error the bundle raises for the input (unreadable image, no NT box for the dual-view
-        model) becomes a 400 with its message, server paths removed; the upload is deleted on every
-        failure.
+        model) becomes a 400 with its message, server paths removed (the endpoint wrapper of
+        :func:`lib.guards.guard_endpoints` deletes the upload on every failure).
         """
         from bundle.data.readers import ImageReadError
 
-        with removed_on_failure():
-            if request.get("model") not in self._infers:
-                served = sorted(self._infers)
-                detail = f"no model {request.get('model')!r}; this app serves {served}"
-                raise HTTPException(status_code=404, detail=detail)
-            inferable_image(request.get("image"), datastore or self.datastore())
-            request["roi"] = parse_roi(request.get("roi"))
-            try:
-                return super().infer(request, datastore)
-            except (ImageReadError, ValueError) as error:
-                message = redact(str(error).replace(str(request.get("image")), "the image"))
-                if "no NT box" in message:
-                    message += "; over MONAI Label, pass the box as roi=x0,y0,x1,y1 (pixels) with the request"
-                raise HTTPException(status_code=400, detail=message) from None
+        if request.get("model") not in self._infers:
+            served = sorted(self._infers)
+            detail = f"no model {request.get('model')!r}; this app serves {served}"
+            raise HTTPException(status_code=404, detail=detail)
+        inferable_image(request.get("image"), datastore or self.datastore())
+        request["roi"] = parse_roi(request.get("roi"))
+        try:
+            return super().infer(request, datastore)
+        except (ImageReadError, ValueError) as error:
+            message = redact(str(error).replace(str(request.get("image")), "the image"))
+            if "no NT box" in message:
+                message += "; over MONAI Label, pass the box as roi=x0,y0,x1,y1 (pixels) with the request"
+            raise HTTPException(status_code=400, detail=message) from None
 
     def init_infers(self) -> dict:
         """The reconstruction task."""

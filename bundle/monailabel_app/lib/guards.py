@@ -4,15 +4,13 @@ MONAI Label 0.8 infers on any existing path given as ``image`` (another user's f
 ``image`` ids and label ``tag`` values into datastore paths (``../outside/x`` writes outside the
 studies folder), stores any uploaded bytes as an image or label, and turns bad parameters into a
 bare 500. The app refuses each with a 4xx and a message saying what to send instead (never a
-server path), and removes a refused upload's copy (:mod:`lib.uploads`).
+server path); :func:`guard_endpoints` removes the request's upload whatever goes wrong (:mod:`lib.uploads`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi import HTTPException
 from lib.uploads import discard, is_own_upload, redact
@@ -111,43 +109,31 @@ def guard_endpoints() -> None:
                 setattr(module, name, _answer_4xx(endpoint))
 
 
-@contextmanager
-def removed_on_failure(*paths: str) -> Iterator[None]:
-    """Delete the request's uploads when the block raises (MONAI Label removes them only after a success)."""
-    try:
-        yield
-    except BaseException:
-        discard(*paths)
-        raise
-
-
 def guard_datastore(store) -> None:
     """Wrap ``store.add_image`` and ``store.save_label`` with the checks above (in place)."""
     add_image, save_label = store.add_image, store.save_label
 
     def checked_add_image(image_id: str, image_filename: str, image_info: dict) -> str:
-        with removed_on_failure(image_filename):
-            plain_name(image_id, "image id")
-            _readable_image(image_filename, "image")
-            return add_image(image_id, image_filename, image_info)
+        plain_name(image_id, "image id")
+        _readable_image(image_filename, "image")
+        return add_image(image_id, image_filename, image_info)
 
     def checked_save_label(image_id: str, label_filename: str, label_tag: str, label_info: dict) -> str:
-        with removed_on_failure(label_filename):
-            plain_name(image_id, "image id")
-            plain_name(label_tag, "label tag")
-            if image_id not in set(store.list_images()):
-                raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore; add it first")
-            size = _readable_image(label_filename, "label")
-            image_size = _readable_image(store.get_image_uri(image_id), "image")
-            if size != image_size:
-                raise HTTPException(
-                    status_code=400,
-                    detail=f"the label is {size[0]}x{size[1]} but image {image_id!r} is "
-                    f"{image_size[0]}x{image_size[1]}; draw the NT box mask on the image itself",
-                )
-            return save_label(image_id, label_filename, label_tag, label_info)
+        plain_name(image_id, "image id")
+        plain_name(label_tag, "label tag")
+        if image_id not in set(store.list_images()):
+            raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore; add it first")
+        size = _readable_image(label_filename, "label")
+        image_size = _readable_image(store.get_image_uri(image_id), "image")
+        if size != image_size:
+            raise HTTPException(
+                status_code=400,
+                detail=f"the label is {size[0]}x{size[1]} but image {image_id!r} is "
+                f"{image_size[0]}x{image_size[1]}; draw the NT box mask on the image itself",
+            )
+        return save_label(image_id, label_filename, label_tag, label_info)
 
     store.add_image, store.save_label = checked_add_image, checked_save_label
 
 
-__all__ = ["plain_name", "parse_roi", "inferable_image", "guard_datastore", "guard_endpoints", "removed_on_failure"]
+__all__ = ["plain_name", "parse_roi", "inferable_image", "guard_datastore", "guard_endpoints"]
