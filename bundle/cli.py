@@ -163,6 +163,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         args.output_dir, args.ckpt, config_file, args.meta_file or DEFAULT_META, args.formats, **overrides
     )
     for fmt, result in results.items():
+        if result is None:
+            print(f"export: {fmt} skipped (it needs the dual-view model and a trained localiser: train_localizer)")
+            continue
         diff = result["max_abs_diff"]
         print(f"export: {result['path']} ({fmt}; max latent difference to the in-bundle encoder {diff:.1e})")
     return 0
@@ -175,14 +178,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
     set_max_pixels(args.max_pixels)
 
     rows = score_images(
-        args.datalist, args.encoder, args.scorer, args.batch_size, args.latents, progress=not args.quiet
+        args.datalist, args.encoder, args.scorer, args.batch_size, args.latents, not args.quiet, args.localizer
     )
     write_rows_csv(args.output, rows)
     failed = sum(1 for r in rows if r["error"])
+    no_nt = sum(1 for r in rows if r.get("note"))
+    predicted = sum(1 for r in rows if r.get("roi_source") == "predicted" and not r["error"] and not r.get("note"))
     flagged = sum(1 for r in rows if r.get("ood_flag") is True)
     print(
-        f"score: {len(rows)} images, {flagged} flagged as unfamiliar, {failed} not scored "
-        f"(unreadable, or no NT box for the dual-view encoder); table: {args.output}"
+        f"score: {len(rows)} images, {len(rows) - failed - no_nt} scored ({predicted} with a predicted NT box), "
+        f"{flagged} flagged as unfamiliar, {no_nt} without a visible NT, {failed} not scored (unreadable, or no "
+        f"NT box and no localiser); table: {args.output}"
     )
     return 0
 
@@ -281,7 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-file", nargs="+", default=None, help="config file(s) defining encoder_def (default train.json)"
     )
     p.add_argument("--meta-file", default=None, help="metadata.json to embed (default configs/metadata.json)")
-    p.add_argument("--formats", nargs="+", default=["ts", "onnx"], help="ts and/or onnx (onnx needs the export extra)")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        default=["ts", "onnx", "image", "image_onnx"],
+        help="ts, onnx (needs the export extra), image / image_onnx (image_encoder.ts / .onnx: raw image -> NT box "
+        "-> latent)",
+    )
     p.add_argument(
         "--set", nargs="*", metavar="KEY=VALUE", help="settings the encoder was trained with, e.g. canvas_size=256"
     )
@@ -293,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default=None, help="fitted scorer (default: scorer.npz beside the encoder)")
     p.add_argument("--output", default="scores.csv", help="CSV table to write (default scores.csv)")
     p.add_argument("--latents", default=None, help="also save the latents to this .npz")
+    p.add_argument("--localizer", default=None, help="NT localiser for images without a box (default: beside encoder)")
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(

@@ -38,6 +38,9 @@ TINY_TRAINING = {
     "phase1_epochs": 2,
     "phase2_epochs": 2,
     "calibration_batches": 2,
+    # the NT localiser adds ~5 s to a tiny run: on for the shared trained fixtures and the clean checkout only
+    "localizer": False,
+    "localizer_epochs": 2,
     "cache_workers": 0,
     # the report's OOD check on fresh images: a handful at the tiny size instead of 60 native ones
     "scoring#check_data#per_site": 2,
@@ -78,13 +81,13 @@ def tiny_trained(tmp_path_factory):
 
     Shared by the export, probe, inference and MONAI Label tests; they only read its models and data.
     """
-    return _train_tiny(tmp_path_factory.mktemp("trained"))
+    return _train_tiny(tmp_path_factory.mktemp("trained"), localizer=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_trained_paper(tmp_path_factory):
     """The same tiny run with ``model: paper`` (single view): for box-free inputs such as plain image folders."""
-    return _train_tiny(tmp_path_factory.mktemp("trained_paper"), model="paper")
+    return _train_tiny(tmp_path_factory.mktemp("trained_paper"), model="paper", localizer=True)
 
 
 #: architecture settings of ``tiny_trained`` that exports and inference must repeat

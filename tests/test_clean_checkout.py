@@ -73,7 +73,7 @@ def test_zoo_template_in_a_fresh_environment_leaves_the_checkout_clean(tmp_path)
     assert probe.returncode != 0, "the bundle must not be installed in the zoo's environment"
 
     # The zoo template's three steps; only the size of the run is smaller than the documented defaults.
-    tiny = [a for key, value in TINY_TRAINING.items() for a in (f"--{key}", json.dumps(value))]
+    tiny = [a for key, value in {**TINY_TRAINING, "localizer": True}.items() for a in (f"--{key}", json.dumps(value))]
     _run(python, checkout, "--config_file", "configs/train.json", *tiny)
     for written in ("models/model.pt", "models/scorer.npz", "models/train_latents.npz", "runs/quick/report/metrics.md"):
         assert (checkout / written).is_file(), written

@@ -35,7 +35,9 @@ def set_args(settings: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def exported(trained):
     root, _ = trained
-    assert main(["export", "--output-dir", str(root / "models"), "--set", *set_args(ARCH)]) == 0
+    assert (
+        main(["export", "--output-dir", str(root / "models"), "--formats", "ts", "onnx", "--set", *set_args(ARCH)]) == 0
+    )
     return root / "models"
 
 
@@ -165,10 +167,11 @@ def test_score_cli_on_a_datalist_and_a_folder_with_a_corrupt_image(trained, expo
     assert main([*args, "--latents", str(latents), "--quiet"]) == 0
     assert np.load(latents)["z"].shape == (len(rows), 128)
     args = ["score", str(folder), "--encoder", str(exported / "encoder.onnx"), "--output", str(output)]
-    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--quiet", "--localizer", str(tmp_path / "no_localizer.pt")]) == 0
     rows = {r["case_id"]: r for r in csv.DictReader(output.open())}
     assert len(rows) == 4 and "broken.png" in rows["broken"]["error"] and rows["broken"]["ood_knn"] == ""
-    # a plain folder has no NT boxes: the dual-view encoder names each such image and the fix
+    # a plain folder has no NT boxes and here no localiser: the dual-view encoder names each image and the fix
+    # (with the localiser: tests/test_localizer.py)
     assert all("no NT box" in r["error"] and r["ood_knn"] == "" for k, r in rows.items() if k != "broken")
     assert "4 not scored" in capsys.readouterr().out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_documented_command_on_a_folder_with_mixed_formats_and_a_corrupt_file(ti
         assert read_image(row["reconstruction"]).array.shape == original.shape  # original geometry
         assert np.load(row["latent"]).shape == (128,)
         assert float(row["ood_mahalanobis"]) > 0 and row["ood_flag"] in ("True", "False")
-        assert row["roi_mae"] == ""  # no box given for folder input
+        assert (row["roi_mae"] == "") == (row["roi_source"] != "predicted")  # ROI metrics need a box
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or "tmp" in p.name]
     assert not leftovers  # nothing half-written
 
@@ -124,12 +125,23 @@ def test_dual_view_model_reports_images_without_a_box_by_name(tiny_trained, tmp_
     image = sorted((root / "data/images/site0").glob("*.png"))[0]
     (folder / "no_box.png").write_bytes(image.read_bytes())
     out = tmp_path / "out"
+    models = tmp_path / "models"  # without the NT localiser (with it: tests/test_localizer.py)
+    shutil.copytree(root / "models", models)
+    (models / "localizer.pt").unlink()
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", INFERENCE]
-    command += ["--dataset_dir", str(folder), "--output_dir", str(out), *overrides(root)]
+    command += [
+        "--dataset_dir",
+        str(folder),
+        "--output_dir",
+        str(out),
+        *overrides(root)[2:],
+        "--models_dir",
+        str(models),
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = csv.DictReader((out / "results.csv").open())
-    assert row["status"] == "error" and "no_box.png" in row["error"] and "--model paper" in row["error"]
+    assert row["status"] == "error" and "no_box.png" in row["error"] and "train_localizer" in row["error"]
 
 
 def test_reconstructor_api(tiny_trained, tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle.data.readers import ImageReadError
 from conftest import TINY_ARCH, TINY_PAPER_ARCH
 from PIL import Image
 
@@ -319,26 +320,39 @@ def _round_four(client, url, images, process, server_tmp: Path, gs_marker: Path,
     assert not left, left  # MONAI Label's logging-config copy included: the app removes it at start
 
 
-def test_the_dual_view_model_asks_for_the_box_with_a_4xx(tiny_trained, tmp_path):
-    """Issue 30.10: infer on the default model without ``roi`` says what to pass (0.9.3: a bare 500)."""
-    import urllib.error
+def test_the_dual_view_model_infers_without_a_box(tiny_trained, tmp_path):
+    """Issue 31: infer on the default model without ``roi`` uses the NT localiser's box (0.9.3: a bare 500)."""
     import urllib.parse
 
     root, _ = tiny_trained
     with running_server(root, {**TINY_ARCH, "model": "dual_view"}, tmp_path) as (url, _, images, *_rest):
+        info_path = tmp_path / "models" / "localizer.json"  # the served copy; loaded at the first inference
+        info = json.loads(info_path.read_text())
+        info["settings"]["threshold"] = 0.0  # a 2-epoch localiser is unsure of everything: accept its box
+        info_path.write_text(json.dumps(info))
         case = images[0].stem
-        try:
-            http("POST", f"{url}/infer/reconstruction?image={case}&output=json", {})
-            raise AssertionError("inference without a box was accepted by the dual-view model")
-        except urllib.error.HTTPError as error:
-            body = error.read().decode()
-            assert error.code == 400 and "no NT box" in body and "roi=x0,y0,x1,y1" in body, body
+        result = http("POST", f"{url}/infer/reconstruction?image={case}&output=json", {})
+        assert result["roi_source"] == "predicted" and len(result["nt_box"]) == 4 and len(result["latent"]) == 128
         form = f"{url}/infer/reconstruction?image={case}&output=json"
         data = urllib.parse.urlencode({"params": json.dumps({"roi": [10, 10, 40, 30]})}).encode()
         request = urllib.request.Request(form, data=data, method="POST")
         request.add_header("Content-Type", "application/x-www-form-urlencoded")
         with urllib.request.urlopen(request, timeout=120) as response:
-            assert len(json.loads(response.read())["latent"]) == 128
+            given = json.loads(response.read())
+        assert given["roi_source"] == "given" and given["nt_box"] == [10, 10, 40, 30]
+
+
+def test_without_a_localiser_the_dual_view_model_asks_for_the_box(tiny_trained, tmp_path):
+    """No box and no localiser: the error names both ways out (the app turns it into a 400 with this text)."""
+    from bundle.deploy.inference import Reconstructor
+
+    root, _ = tiny_trained
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    (models / "localizer.pt").unlink()
+    image = sorted((root / "data/images/site0").glob("*.png"))[0]
+    with pytest.raises(ImageReadError, match="no NT box.*train_localizer"):
+        Reconstructor(overrides={"models_dir": str(models), **TINY_ARCH}).run(image)
 
 
 def test_an_upload_without_a_declared_size_is_cut_off_at_the_limit():

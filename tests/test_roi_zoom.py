@@ -100,7 +100,7 @@ def test_dictionary_version_adds_view_mask_geometry_and_inverts():
 
 def test_an_image_without_a_box_is_refused_by_name():
     image = MetaTensor(torch.rand(1, 50, 50), meta={"filename_or_obj": "/data/no_box.png"})
-    with pytest.raises(ValueError, match="no_box.png.*no NT box.*--model paper"):
+    with pytest.raises(ValueError, match="no_box.png.*no NT box.*train_localizer"):
         ROIZoomd(keys="image")({"image": image, "roi": None})
 
 

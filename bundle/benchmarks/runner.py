@@ -76,6 +76,7 @@ def benchmark_synth(quick: bool = False) -> list[dict]:
 
 def _suites() -> dict[str, Callable[[bool], list[dict]]]:
     from bundle.benchmarks import model as model
+    from bundle.benchmarks.localizer import benchmark_localizer
     from bundle.benchmarks.streaming import benchmark_streaming
 
     return {
@@ -87,10 +88,11 @@ def _suites() -> dict[str, Callable[[bool], list[dict]]]:
         "scaling": model.benchmark_scaling,
         "options": model.benchmark_options,
         "streaming": benchmark_streaming,
+        "localizer": benchmark_localizer,
     }
 
 
-SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling", "options", "streaming")
+SUITE_NAMES = ("synth", "pipeline", "training", "encoder", "flops", "scaling", "options", "streaming", "localizer")
 
 
 def _run_suite(name: str, quick: bool) -> list[dict]:

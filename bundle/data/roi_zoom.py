@@ -233,7 +233,8 @@ class ROIZoomd(MapTransform, InvertibleTransform):
                 name = getattr(d[key], "meta", {}).get("filename_or_obj") or d.get("case_id") or key
                 raise ValueError(
                     f"{name}: no NT box ('{self.roi_key}'); the dual-view model needs one per image. "
-                    "Add the box to the datalist entry, or use the single-view model (--model paper)"
+                    "Add the box to the datalist entry, or train the NT localiser so that images without one get "
+                    "a predicted box (python -m monai.bundle run train_localizer --config_file configs/train.json)"
                 )
             image = d[key] if isinstance(d[key], MetaTensor) else MetaTensor(torch.as_tensor(d[key]))
             view, geometry = self.zoom(image.as_tensor(), as_box_list(box))

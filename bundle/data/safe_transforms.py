@@ -69,8 +69,10 @@ class SafeROIZoomd(ROIZoomd):
     """:class:`~bundle.data.roi_zoom.ROIZoomd` for inference: a missing or broken box becomes the item's error.
 
     The dual-view model needs the NT box of every image; an image without one (a plain folder, or a
-    datalist entry without ``roi``) gets an error row naming the file and the fix instead of
-    stopping the run, and a blank view so the batch still stacks.
+    datalist entry without ``roi``, and no localiser) gets an error row naming the file and the fix
+    instead of stopping the run, and a blank view so the batch still stacks. An image where the NT
+    localiser found no NT (``no_nt`` set by :class:`~bundle.model.localizer.LocalizeNTd`) gets the
+    blank view without an error: the writer reports it as "no NT found".
 
     Args:
         keys: the native image key.
@@ -88,7 +90,7 @@ class SafeROIZoomd(ROIZoomd):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         """Add the view, or record why there is none; see the class docstring."""
         d = dict(data)
-        if not d.get(self.error_key):
+        if not d.get(self.error_key) and not d.get("no_nt"):
             try:
                 return super().__call__(d)
             except ValueError as error:

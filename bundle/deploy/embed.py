@@ -2,8 +2,11 @@
 
 For each image: letterbox to the encoder's canvas, encode with the TorchScript (``.ts``) or ONNX
 (``.onnx``) encoder, then score the latent with the :class:`~bundle.latent.scoring.LatentScorer` saved
-beside it (OOD distances, a flag, and the predicted ROI Edge-MAE). An image that cannot be read
-gets a row with its error; the others are still scored.
+beside it (OOD distances, a flag, and the predicted ROI Edge-MAE). The dual-view encoder reads the
+NT region too: an image without a box gets the NT localiser's (``localizer.pt`` beside the
+encoder), recorded in ``roi_source`` / ``nt_box`` / ``roi_confidence``. An image that cannot be read
+gets a row with its error, one where the localiser finds no NT a row saying so; the others are
+still scored.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from bundle.utils.checkpoints import CheckpointError
 
 logger = logging.getLogger("fetal_nt_roi_cae")
 
-COLUMNS = ("image", "case_id", "site", *SCORE_COLUMNS, "error")
+COLUMNS = ("image", "case_id", "site", *SCORE_COLUMNS, "error", "note", "roi_source", "nt_box", "roi_confidence")
 
 
 class ExportedEncoder:
@@ -90,15 +93,23 @@ class ExportedEncoder:
 
 
 def _batches(
-    encoder: ExportedEncoder, entries: list[dict], batch_size: int
+    encoder: ExportedEncoder, entries: list[dict], batch_size: int, localizer_path: str | os.PathLike | None = None
 ) -> Iterator[tuple[list[dict], list | None]]:
-    """Yield (entries, encoder inputs) batches; an unreadable entry comes alone with ``None`` and its ``error``."""
+    """Yield (entries, encoder inputs) batches; an entry that cannot be encoded comes alone with ``None``.
+
+    Such an entry carries ``error`` (unreadable, or no box and no localiser) or ``note`` (the
+    localiser found no NT). Every entry carries the box fields of
+    :func:`bundle.deploy.writer.box_fields`.
+    """
     from bundle.data.safe_transforms import SafeLoadUltrasoundImaged, SafeROIZoomd
     from bundle.data.transforms import LetterboxROId
+    from bundle.deploy.writer import box_fields
+    from bundle.model.localizer import LocalizeNTd
     from monai.transforms import Compose
 
     steps = [SafeLoadUltrasoundImaged(keys="image")]
     if encoder.roi_canvas_size is not None:
+        steps.append(LocalizeNTd(keys="image", localizer_path=localizer_path))
         steps.append(SafeROIZoomd(keys="image", canvas_size=encoder.roi_canvas_size, margin=encoder.roi_margin))
     load = Compose([*steps, LetterboxROId(keys="image", canvas_size=encoder.canvas_size)])
     keys = ["image"] + (["roi_view"] if encoder.roi_canvas_size is not None else [])
@@ -106,10 +117,11 @@ def _batches(
     arrays: dict[str, list] = {key: [] for key in keys}
     for entry in entries:
         item = load(dict(entry))
-        if item["error"]:
-            yield [{**entry, "error": item["error"]}], None
+        fields = {**box_fields({k: [v] for k, v in item.items()}, 0), "error": item["error"] or ""}
+        if item["error"] or fields["note"]:
+            yield [{**entry, **fields}], None
             continue
-        good.append(entry)
+        good.append({**entry, **fields})
         for key in keys:
             arrays[key].append(torch.as_tensor(item[key]).numpy())
         if len(good) == batch_size:
@@ -149,6 +161,7 @@ def score_images(
     batch_size: int = 16,
     latents_out: str | os.PathLike | None = None,
     progress: bool = False,
+    localizer: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Embed and score every image of a datalist or folder.
 
@@ -159,9 +172,10 @@ def score_images(
         batch_size: images per encoder call.
         latents_out: optional ``.npz`` for the latents of the readable images (``case_id``, ``z``).
         progress: show a progress bar.
+        localizer: NT localiser for images without a box (default: ``localizer.pt`` beside the encoder).
 
     Returns:
-        one row per image with :data:`COLUMNS` (scores empty and ``error`` set when unreadable).
+        one row per image with :data:`COLUMNS` (scores empty and ``error`` or ``note`` set when not scored).
     """
     from bundle.data.items import inference_items
     from tqdm import tqdm
@@ -175,15 +189,16 @@ def score_images(
     entries = inference_items(source)
     rows, case_ids, latents = [], [], []
     with tqdm(total=len(entries), desc="score", unit="img", disable=not progress) as bar:
-        for batch, inputs in _batches(model, entries, batch_size):
+        localizer = localizer or Path(encoder).with_name("localizer.pt")
+        for batch, inputs in _batches(model, entries, batch_size, localizer):
             if inputs is None:
                 rows.append(dict(batch[0]))
-                logger.warning("skipped %s", batch[0]["error"])
+                logger.warning("skipped %s: %s", batch[0]["image"], batch[0]["error"] or batch[0]["note"])
             else:
                 z = model(*inputs)
                 scores = fitted.score(z)
                 for i, entry in enumerate(batch):
-                    row = {**entry, "error": ""}
+                    row = dict(entry)
                     row.update({name: scores[name][i].item() for name in SCORE_COLUMNS})
                     rows.append(row)
                 case_ids += [e["case_id"] for e in batch]

@@ -165,17 +165,19 @@ def export_encoder(
     ckpt_file: str | os.PathLike | None = None,
     config_file: str | Sequence[str] = DEFAULT_CONFIG,
     meta_file: str = DEFAULT_META,
-    formats: Sequence[str] = ("ts", "onnx"),
+    formats: Sequence[str] = ("ts", "onnx", "image", "image_onnx"),
     **override,
 ) -> dict[str, dict]:
-    """Export ``encoder.ts`` and/or ``encoder.onnx`` and check each against the in-bundle encoder.
+    """Export ``encoder.ts``, ``encoder.onnx`` and ``image_encoder.ts`` / ``.onnx``; check each against the bundle.
 
     Args:
         output_dir: folder for the exported files.
         ckpt_file: encoder checkpoint (default ``<output_dir>/encoder.pt``).
         config_file: config file(s) that define ``encoder_def`` and ``canvas_size``.
         meta_file: ``metadata.json`` to embed.
-        formats: ``ts`` and/or ``onnx``.
+        formats: ``ts``, ``onnx``, ``image`` and/or ``image_onnx`` (``image_encoder.ts`` / ``.onnx``: raw
+            image -> NT box -> latent, :mod:`bundle.deploy.image_encoder`; they need ``localizer.pt`` beside
+            the checkpoint and are skipped with a warning without it).
         override: config overrides (must match the training run's architecture settings).
 
     Returns:
@@ -194,9 +196,9 @@ def export_encoder(
             "(python -m monai.bundle run training --config_file configs/train.json)"
         )
     override = {**saved_architecture(ckpt), **override}  # the trained network's settings, then the caller's
-    unknown = set(formats) - {"ts", "onnx"}
+    unknown = set(formats) - {"ts", "onnx", "image", "image_onnx"}
     if unknown:
-        raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose ts and/or onnx")
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from ts, onnx, image and image_onnx")
     parser = load_config(config_file, override, meta_file=meta_file)
     canvas_size = int(parser.get_parsed_content("canvas_size"))
     dual_view = parser.get("model", "paper") == "dual_view"
@@ -214,7 +216,11 @@ def export_encoder(
     override = {**override, **shapes}
     parser.update(shapes)
     results = {}
-    for fmt in formats:
+    if "image" in formats or "image_onnx" in formats:
+        chosen = tuple(f for f, name in (("ts", "image"), ("onnx", "image_onnx")) if name in formats)
+        found = _export_image_encoder(Path(output_dir), ckpt, encoder, parser, chosen)
+        results.update({f"image_{fmt}": found.get(fmt) for fmt in chosen})
+    for fmt in [f for f in formats if f in ("ts", "onnx")]:
         path = Path(output_dir) / f"encoder.{fmt}"
         if fmt == "ts":
             export_torchscript(path, ckpt, config_file, meta_file, **override)
@@ -225,4 +231,19 @@ def export_encoder(
             raise RuntimeError(f"{path}: exported encoder differs from the in-bundle one by {diff:.2e} (> {TOLERANCE})")
         logger.info("exported %s (max latent difference to the in-bundle encoder %.1e)", path, diff)
         results[fmt] = {"path": str(path), "max_abs_diff": diff}
+    return results
+
+
+def _export_image_encoder(output_dir: Path, ckpt: Path, encoder: nn.Module, parser, formats) -> dict:
+    """``image_encoder.ts`` / ``.onnx`` from the encoder and the ``localizer.pt`` beside its checkpoint."""
+    from bundle.deploy.image_encoder import export_image_encoder
+
+    localizer = ckpt.with_name("localizer.pt")
+    if parser.get("model", "paper") != "dual_view" or not localizer.exists():
+        logger.warning("image_encoder skipped: it needs the dual-view model and %s (train_localizer)", localizer)
+        return {}
+    architecture = {k: parser.get_parsed_content(k) for k in ("model", "canvas_size", "roi_canvas_size", "roi_margin")}
+    results = export_image_encoder(output_dir, encoder, localizer, architecture, formats)
+    for result in results.values():
+        logger.info("exported %s (raw image -> NT box -> latent)", result["path"])
     return results

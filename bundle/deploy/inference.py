@@ -70,6 +70,7 @@ class Reconstructor:
         result = Reconstructor().run("scan.png", roi=[412, 398, 583, 452])
         result["reconstruction"].shape  # original (H, W)
         result["scores"]["ood_mahalanobis"]
+        Reconstructor().run("new_scan.png")["roi_source"]  # "predicted": the NT localiser's box
     """
 
     def __init__(self, config_file: str | os.PathLike | None = None, overrides: dict | None = None) -> None:
@@ -97,20 +98,28 @@ class Reconstructor:
 
         Args:
             image_path: PNG/JPG/DICOM/NIfTI file.
-            roi: optional NT box ``[x0, y0, x1, y1]`` in original pixels (adds ROI metrics).
+            roi: optional NT box ``[x0, y0, x1, y1]`` in original pixels; without it the NT localiser's
+                box is used (``models/localizer.pt``). A given box always wins.
 
         Returns:
             ``reconstruction`` (H, W) float32 in [0, 1] in the original geometry, ``latent`` (128,)
-            float32, ``metrics`` (dict) and ``scores`` (dict; empty without a scorer).
+            float32, ``metrics`` (dict), ``scores`` (dict; empty without a scorer), and the box used:
+            ``roi_source`` (``given`` / ``predicted``), ``nt_box`` (native pixels) and ``roi_confidence``
+            (the localiser's, None for a given box).
 
         Raises:
             ImageReadError: when the file cannot be read (file, reason and fix in the message).
+            ValueError: when the dual-view model has no box: the localiser found no NT (or there is no
+                localiser); the message says which and how to give a box.
         """
         item = self.preprocessing({"image": str(image_path), "roi": None if roi is None else list(roi)})
         if item["error"]:
             raise ImageReadError(item["error"])
+        dual_view = ViewLayout.of(self.network).dual_view
+        if dual_view and item.get("no_nt"):
+            raise ValueError(f"{image_path}: {item['no_nt']}")
         batch = collate_items([item])
-        inputs, _ = InferenceBatch(ViewLayout.of(self.network).dual_view)(batch, self.device)
+        inputs, _ = InferenceBatch(dual_view)(batch, self.device)
         output = LatentInferer()(inputs, self.network)
         views = split_views(output["pred"].float().cpu())
         latent = output["latent"][0].float().cpu().numpy()
@@ -124,4 +133,7 @@ class Reconstructor:
             "latent": latent,
             "metrics": batch_metrics(views, batch)[0],
             "scores": scores,
+            "roi_source": item.get("roi_source") or ("given" if roi is not None else "none"),
+            "nt_box": item.get("nt_box"),
+            "roi_confidence": item.get("roi_confidence"),
         }

@@ -25,6 +25,10 @@ ROW_COLUMNS = (
     "image",
     "status",
     "error",
+    "note",
+    "roi_source",
+    "nt_box",
+    "roi_confidence",
     "original_width",
     "original_height",
     "reconstruction",
@@ -80,6 +84,26 @@ def _write_png(image: np.ndarray, target: Path) -> Path:
     return target
 
 
+def box_fields(batch: dict, i: int) -> dict:
+    """Where item ``i``'s NT box came from: ``roi_source``, ``nt_box`` (native pixels), ``roi_confidence``, ``note``.
+
+    Items that did not pass :class:`~bundle.model.localizer.LocalizeNTd` count as given boxes (or none).
+    """
+
+    def field(key: str):
+        values = batch.get(key)
+        return values[i] if values is not None else None
+
+    box = field("nt_box")
+    source = field("roi_source") or ("given" if field("roi") is not None else "none")
+    return {
+        "roi_source": source,
+        "nt_box": "" if box is None else json.dumps([round(float(v), 2) for v in box]),
+        "roi_confidence": "" if field("roi_confidence") is None else field("roi_confidence"),
+        "note": field("no_nt") or "",
+    }
+
+
 def zoom_geometry(batch: dict, i: int) -> ROIZoomGeometry | None:
     """The zoom geometry of item ``i`` of a collated inference batch (None for the paper model or a missing box)."""
     geometries = batch.get("roi_zoom")
@@ -132,7 +156,7 @@ class InferenceWriter:
         elif scorer_path is not None:
             logger.warning("no scorer at %s: OOD and quality columns stay empty (run save_latents)", scorer_path)
         self.progress = progress
-        self.counts = {"images": 0, "errors": 0}
+        self.counts = {"images": 0, "errors": 0, "no_nt": 0, "predicted": 0}
         self._tables: dict[str, AtomicTextFile] = {}
         self._bar = None
 
@@ -146,7 +170,7 @@ class InferenceWriter:
     def _start(self, engine: Engine) -> None:
         from tqdm import tqdm
 
-        self.counts = {"images": 0, "errors": 0}
+        self.counts = {"images": 0, "errors": 0, "no_nt": 0, "predicted": 0}
         self._tables = {name: AtomicTextFile(self.output_dir / name) for name in ("results.csv", "results.json")}
         self._tables["results.csv"].write(csv_lines([], list(ROW_COLUMNS)))
         self._tables["results.json"].write("[")
@@ -169,6 +193,8 @@ class InferenceWriter:
             self._tables["results.json"].write(("\n" if not self.counts["images"] else ",\n") + json.dumps(clean))
             self.counts["images"] += 1
             self.counts["errors"] += row["status"] == "error"
+            self.counts["no_nt"] += row["status"] == "no_nt"
+            self.counts["predicted"] += row["roi_source"] == "predicted"
         for table in self._tables.values():
             table.flush()
         if self._bar is not None:
@@ -180,6 +206,11 @@ class InferenceWriter:
         if batch["error"][i]:
             row.update({"status": "error", "error": batch["error"][i]})
             logger.warning("skipped %s", batch["error"][i])
+            return row
+        row.update(box_fields(batch, i))
+        if row["note"]:
+            row["status"] = "no_nt"
+            logger.warning("%s: %s", row["image"], row["note"])
             return row
         geometry = LetterboxGeometry.from_dict(batch["letterbox"][i])
         zoom = zoom_geometry(batch, i)
@@ -211,8 +242,12 @@ class InferenceWriter:
             table.commit()
         self._tables = {}
         logger.info(
-            "inference: %d images, %d unreadable; outputs in %s (results.csv, reconstructions/, latents/)",
+            "inference: %d images, %d reconstructed (%d with a predicted NT box), %d without a visible NT, "
+            "%d unreadable; outputs in %s (results.csv, reconstructions/, latents/)",
             self.counts["images"],
+            self.counts["images"] - self.counts["errors"] - self.counts["no_nt"],
+            self.counts["predicted"],
+            self.counts["no_nt"],
             self.counts["errors"],
             self.output_dir,
         )

@@ -365,6 +365,7 @@ def write_report(
     loss_weights_file: str | os.PathLike | None = None,
     entries: list[dict] | None = None,
     held_out_site: int | None = None,
+    box_free: dict | None = None,
 ) -> dict:
     """Evaluate each phase's checkpoint on each split and write the report files.
 
@@ -378,6 +379,11 @@ def write_report(
         entries: the datalist entries; with them the report adds the NT measurement fidelity
             (``fidelity.csv``, a table in ``metrics.md``, ``nt_crops.png``).
         held_out_site: the site of the ``held_out`` loader, stated in ``metrics.md`` and ``metrics.json``.
+        box_free: with the NT localiser: ``localizer_path``, ``splits`` (split -> entries, as ``loaders``),
+            ``train_entries`` (the constant-NT baseline's median), ``preprocessing`` and ``batch_size``;
+            adds the localiser's figures, the fidelity with predicted boxes and ``bland_altman.png``
+            (:func:`box_free_study`). Without it (or without the localiser file) the Bland-Altman
+            table still compares the phases with the null baselines.
 
     Returns:
         the metrics dict written to ``metrics.json``.
@@ -408,6 +414,9 @@ def write_report(
         if len(networks) == 2
         else {}
     )
+    study = box_free_study(networks.get("phase2"), fidelity_rows, box_free, device, report_dir) if by_case else {}
+    study["given_box_fidelity"] = {split: fidelity.get("phase2", {}).get(split) for split in loaders}
+    predicted_rows = study.pop("predicted_rows", [])
     loss_weights = None
     if loss_weights_file and Path(loss_weights_file).exists():
         loss_weights = json.loads(Path(loss_weights_file).read_text())["weights"]
@@ -419,17 +428,192 @@ def write_report(
         "checkpoints": {k: str(v) for k, v in checkpoints.items()},
         "held_out_site": held_out_site,
         "paper_reference_deltas": PAPER_DELTAS,
+        **study,
     }
     atomic_write_json(report_dir / "metrics.json", metrics)
     if deltas:
-        atomic_write_text(report_dir / "metrics.md", _markdown(results, deltas, loss_weights, fidelity, held_out_site))
+        text = _markdown(results, deltas, loss_weights, fidelity, held_out_site)
+        atomic_write_text(report_dir / "metrics.md", text + box_free_markdown(study, held_out_site))
     columns = ["phase", "split", "case_id", "site", "roi_area_px", *ALL_METRICS]
     atomic_write_csv(
         report_dir / "per_image.csv", per_image, [c for c in columns if not per_image or c in per_image[0]]
     )
     _figure(networks, loaders, report_dir / "reconstructions.png", device)
     if fidelity_rows:
-        atomic_write_csv(report_dir / "fidelity.csv", fidelity_rows, ["phase", "split", *FIDELITY_COLUMNS])
+        columns = ["phase", "split", *FIDELITY_COLUMNS, "roi_source"]
+        atomic_write_csv(report_dir / "fidelity.csv", fidelity_rows + predicted_rows, columns)
         nt_crops_figure(networks, loaders, by_case, report_dir / "nt_crops.png", device)
     logger.info(f"report written to {report_dir} (metrics.json, metrics.md, per_image.csv, fidelity.csv, figures)")
     return metrics
+
+
+PREDICTED_PHASE = "phase2, predicted boxes"  # the ``phase`` of fidelity rows measured with the localiser's boxes
+TARGETS = {"iou_ge_0.5_pct": 95.0, "centre_error_median_mm": 0.5, "predicted_vs_given_mm": 0.03}
+
+
+def constant_nt(entries: list[dict] | None) -> float | None:
+    """The constant-NT null baseline: the median NT measured on the training originals (None without any)."""
+    from bundle.evaluation.fidelity import measure_original
+
+    values = []
+    for entry in entries or []:
+        if entry.get("roi") is not None and entry.get("pixel_spacing_mm") is not None:
+            measured = measure_original(read_native(entry), entry)
+            if measured:
+                values.append(measured["nt_mm"])
+    return float(np.median(values)) if values else None
+
+
+def box_free_study(
+    network: nn.Module | None, fidelity_rows: list[dict], box_free: dict | None, device, report_dir: Path
+) -> dict:
+    """The localiser on each split, phase 2's NT fidelity with its boxes, and Bland-Altman agreement with nulls.
+
+    Args:
+        network: the phase-2 network (None skips the predicted-box study).
+        fidelity_rows: the report's fidelity rows (``phase``, ``split`` and the NT pair).
+        box_free: ``localizer_path``, ``splits``, ``train_entries``, ``preprocessing``, ``batch_size``
+            (see :func:`write_report`); None or a missing localiser file leaves the localiser out.
+        device: where to run.
+        report_dir: where ``bland_altman.png`` goes.
+
+    Returns:
+        ``localization`` and ``predicted_box_fidelity`` per split (empty without a localiser),
+        ``nt_agreement`` per split (:func:`bundle.evaluation.agreement.agreement_rows`, standard planes),
+        ``constant_nt_mm`` and ``predicted_rows`` (fidelity rows with ``phase`` :data:`PREDICTED_PHASE`).
+    """
+    from bundle.evaluation.agreement import agreement_rows, bland_altman_figure
+    from bundle.evaluation.fidelity import is_standard_plane
+
+    box_free = box_free or {}
+    constant = constant_nt(box_free.get("train_entries"))
+    localization, predicted_fidelity, predicted_rows = {}, {}, []
+    path = box_free.get("localizer_path")
+    if network is not None and path and os.path.exists(path):
+        from bundle.evaluation.localization import localization_by_plane, locate_entries, predicted_entries
+        from bundle.model.localizer import load_localizer
+        from monai.data import DataLoader, Dataset
+
+        localizer = load_localizer(path, device)
+        for split, entries in box_free["splits"].items():
+            rows = locate_entries(localizer, entries)
+            localization[split] = localization_by_plane(rows)
+            found = predicted_entries(rows, entries)
+            loader = DataLoader(Dataset(found, box_free["preprocessing"]), batch_size=box_free.get("batch_size", 16))
+            _, nt_rows = evaluate_network(network, loader, device, {e["case_id"]: e for e in found})
+            predicted_fidelity[split] = fidelity_by_plane(nt_rows)
+            predicted_rows += [
+                {"phase": PREDICTED_PHASE, "split": split, "roi_source": "predicted", **r} for r in nt_rows
+            ]
+            standard = localization[split]["standard_planes"]
+            logger.info(
+                f"report: NT localiser on {split}: IoU >= 0.5 on {standard['iou_ge_0.5_pct']:.1f} % of standard "
+                f"planes, centre error median {standard['centre_error_median_mm']:.3f} mm"
+            )
+    agreement = {}
+    rows = fidelity_rows + predicted_rows
+    for split in dict.fromkeys(r["split"] for r in fidelity_rows):
+        methods = {
+            phase: [r for r in rows if r["split"] == split and r["phase"] == phase and is_standard_plane(r)]
+            for phase in ("phase2", "phase1", PREDICTED_PHASE)
+        }
+        agreement[split] = agreement_rows({k: v for k, v in methods.items() if v}, constant)
+        if split == "held_out":
+            shown = {k: methods[k] for k in ("phase2", PREDICTED_PHASE) if methods[k]}
+            bland_altman_figure(shown, constant, report_dir / "bland_altman.png")
+    return {
+        "localization": localization,
+        "predicted_box_fidelity": predicted_fidelity,
+        "nt_agreement": agreement,
+        "constant_nt_mm": constant,
+        "predicted_rows": predicted_rows,
+    }
+
+
+def box_free_markdown(study: dict, held_out_site: int | None = None) -> str:
+    """The report's sections on the NT localiser, predicted-box fidelity and Bland-Altman agreement."""
+    from bundle.evaluation.agreement import agreement_markdown
+
+    names = {"val": "source-site validation", "held_out": f"held-out site ({held_out_site})"}
+    lines: list[str] = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    if study.get("localization"):
+        lines += [
+            "## NT localiser (the given box hidden from it)",
+            "",
+            f"Targets on held-out standard planes: IoU >= 0.5 on >= {TARGETS['iou_ge_0.5_pct']:.0f} %, centre error "
+            f"median <= {TARGETS['centre_error_median_mm']} mm. NT-free views: the largest strip of each image "
+            "beside its NT box.",
+            "",
+            "| split | planes | n | IoU median | IoU >= 0.5 | centre error median | centre error p90 | called visible "
+            "| NT-free views called absent | visible / absent balanced accuracy |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for split, by_planes in study["localization"].items():
+            for planes, f in by_planes.items():
+                visible = f["visible_standard_pct"] if planes == "standard_planes" else 0.0
+                if planes == "all_planes":
+                    visible = (
+                        f"{f['visible_standard_pct']:.1f} % standard, {f['visible_nonstandard_pct']:.1f} % non-standard"
+                    )
+                else:
+                    visible = f"{visible:.1f} %"
+                lines.append(
+                    f"| {names.get(split, split)} | {planes.replace('_', ' ')} | {f['n']} | {f['iou_median']:.3f} | "
+                    f"{f['iou_ge_0.5_pct']:.1f} % | {f['centre_error_median_mm']:.3f} mm | "
+                    f"{f['centre_error_p90_mm']:.3f} mm | {visible} | {f['nt_free_called_absent_pct']:.1f} % | "
+                    f"{f['visibility_balanced_accuracy']:.3f} |"
+                )
+        held = study["localization"].get("held_out", {}).get("standard_planes")
+        if held:
+            lines += [
+                "",
+                f"Held-out standard planes: IoU >= 0.5 on {held['iou_ge_0.5_pct']:.1f} % "
+                f"({verdict(held['iou_ge_0.5_pct'] >= TARGETS['iou_ge_0.5_pct'])}), centre error median "
+                f"{held['centre_error_median_mm']:.3f} mm "
+                f"({verdict(held['centre_error_median_mm'] <= TARGETS['centre_error_median_mm'])}).",
+            ]
+        lines.append("")
+    if study.get("predicted_box_fidelity"):
+        lines += [
+            "## NT fidelity with predicted boxes (phase 2)",
+            "",
+            "The same network on the same images, its zoom view and the NT measurement placed by the localiser's box "
+            f"instead of the given one (images where it found no NT are left out). Target: median within "
+            f"{TARGETS['predicted_vs_given_mm']} mm of the given-box figure on standard planes.",
+            "",
+            "| split | planes | given boxes: median abs diff | predicted boxes: median abs diff | difference | "
+            "predicted: measurable | |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        given = study.get("given_box_fidelity", {})
+        for split, by_planes in study["predicted_box_fidelity"].items():
+            for planes, f in by_planes.items():
+                g = (given.get(split) or {}).get(planes)
+                if g is None:
+                    continue
+                gap = f["abs_diff_median_mm"] - g["abs_diff_median_mm"]
+                lines.append(
+                    f"| {names.get(split, split)} | {planes.replace('_', ' ')} | {g['abs_diff_median_mm']:.3f} mm | "
+                    f"{f['abs_diff_median_mm']:.3f} mm | {gap:+.3f} mm | {f['measurable_pct']:.1f} % of {f['n']} | "
+                    f"{verdict(abs(gap) <= TARGETS['predicted_vs_given_mm']) if planes == 'standard_planes' else ''} |"
+                )
+        lines.append("")
+    for split, rows in study.get("nt_agreement", {}).items():
+        lines += [
+            f"## NT agreement (Bland-Altman), {names.get(split, split)}, standard planes",
+            "",
+            "NT(reconstruction) - NT(original) per image; bias = mean difference, 95 % limits of agreement = "
+            "bias +- 1.96 SD. Null baselines on the same originals: a constant NT (the median of the training "
+            f"originals, {study.get('constant_nt_mm') or float('nan'):.3f} mm) and phase 2's NT values shuffled "
+            "within the site.",
+            "",
+            *agreement_markdown(rows, lambda s: "all sites" if s == "all" else f"site {s}"),
+            "",
+        ]
+    if "held_out" in study.get("nt_agreement", {}):
+        lines += ["![Bland-Altman, held-out site](bland_altman.png)", ""]
+    return "\n".join(lines)

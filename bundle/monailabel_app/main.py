@@ -119,7 +119,7 @@ class FetalNTApp(MONAILabelApp):
             return super().infer(request, datastore)
         except (ImageReadError, ValueError) as error:
             message = redact(str(error).replace(str(request.get("image")), "the image"))
-            if "no NT box" in message:
+            if "no NT box" in message or "no NT found" in message:
                 message += "; over MONAI Label, pass the box as roi=x0,y0,x1,y1 (pixels) with the request"
             raise HTTPException(status_code=400, detail=message) from None
 

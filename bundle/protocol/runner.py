@@ -14,7 +14,7 @@ from pathlib import Path
 from bundle.data.datalist import site_names
 from bundle.protocol.probes import probe_study
 from bundle.protocol.runs import finished_main_runs, read_rows, train_run
-from bundle.protocol.studies import fidelity_study, jitter_study, summarize_protocol
+from bundle.protocol.studies import agreement_study, fidelity_study, jitter_study, summarize_protocol
 from bundle.protocol.variants import MAIN, REPORT_METRICS, VARIANTS, ProtocolSettings
 from bundle.protocol.writeup import fidelity_figure, protocol_figures, protocol_markdown
 from bundle.training.workflow import datalist_path
@@ -65,6 +65,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     summary = summarize_protocol(rows, settings)
     jitter = jitter_study(settings)
     fidelity = fidelity_study(settings)
+    agreement = agreement_study(settings, fidelity["rows"])
     probes = probe_study(settings, finished_main_runs(settings))
     names = site_names(datalist_path(settings.dataset_dir))
     report_dir = settings.output_dir / "report"
@@ -75,6 +76,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
             "summary": summary,
             "jitter": jitter,
             "fidelity": fidelity["summary"],
+            "nt_agreement": agreement,
             "probes": probes,
         },
     )
@@ -85,7 +87,8 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     nt_figure = fidelity_figure(fidelity["rows"], report_dir, names)
     markdown = report_dir / "protocol.md"
     atomic_write_text(
-        markdown, protocol_markdown(settings, summary, jitter, fidelity, names, probes, nt_figure is not None)
+        markdown,
+        protocol_markdown(settings, summary, jitter, fidelity, names, probes, nt_figure is not None, agreement),
     )
     print(
         f"protocol: report written to {report_dir} (protocol.md, protocol.json, per_image.csv, fidelity.csv, figures)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 from bundle.evaluation.statistics import bootstrap_ci, paired_comparison, seed_spread
@@ -156,3 +157,38 @@ def fidelity_study(settings: ProtocolSettings) -> dict:
         by_planes = summary.setdefault(variant, {}).setdefault(site, {}).setdefault(split, {})
         by_planes.setdefault(planes, {})[phase] = figures
     return {"rows": rows, "summary": summary}
+
+
+def agreement_study(settings: ProtocolSettings, rows: list[dict]) -> dict:
+    """Bland-Altman agreement on the held-out standard planes of the main method, per rotation and pooled.
+
+    Every rotation's phase 1, phase 2 and phase 2 with the localiser's boxes (when the runs have them),
+    beside the null baselines (:func:`bundle.evaluation.agreement.agreement_rows`): a constant NT per
+    rotation (the mean over seeds of each run's training-originals median, ``constant_nt_mm`` in its
+    ``metrics.json``) and shuffled pairs within the site.
+
+    Args:
+        settings: what the protocol ran.
+        rows: the fidelity rows of :func:`fidelity_study`.
+
+    Returns:
+        ``{"constant_nt_mm": {site: mm}, "rows": [...]}``.
+    """
+    from bundle.evaluation.agreement import agreement_rows
+    from bundle.evaluation.fidelity import is_standard_plane
+    from bundle.evaluation.report import PREDICTED_PHASE
+
+    held = [r for r in rows if r["variant"] == MAIN and r["split"] == "held_out" and is_standard_plane(r)]
+    methods = {phase: [r for r in held if r["phase"] == phase] for phase in ("phase2", "phase1", PREDICTED_PHASE)}
+    constants: dict[int, float] = {}
+    for site in settings.sites:
+        values = []
+        for seed in settings.seeds:
+            path = settings.run_paths(site, seed, MAIN).output / "report" / "metrics.json"
+            if path.exists():
+                value = json.loads(path.read_text()).get("constant_nt_mm")
+                values += [value] if value is not None else []
+        if values:
+            constants[int(site)] = float(np.mean(values))
+    table = agreement_rows({k: v for k, v in methods.items() if v}, constants or None)
+    return {"constant_nt_mm": constants, "rows": table}

@@ -175,6 +175,26 @@ def _fidelity_table(fidelity: dict, names: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _agreement_table(agreement: dict, names: dict) -> list[str]:
+    """The Bland-Altman section: held-out standard planes per rotation, nulls and human anchors."""
+    from bundle.evaluation.agreement import agreement_markdown
+
+    if not agreement.get("rows"):
+        return []
+    constants = ", ".join(f"{names.get(s, s)} {v:.3f} mm" for s, v in agreement["constant_nt_mm"].items())
+    return [
+        "## NT agreement (Bland-Altman), held-out site of each rotation, standard planes",
+        "",
+        "NT(reconstruction) - NT(original), all seeds of a rotation together; bias = mean difference, 95 % "
+        "limits of agreement = bias +- 1.96 SD. Null baselines on the same originals: a constant NT (each "
+        f"rotation's training-originals median: {constants or 'not recorded'}) and phase 2's NT shuffled within "
+        "the site. `phase2, predicted boxes`: the NT localiser's boxes instead of the given ones.",
+        "",
+        *agreement_markdown(agreement["rows"], lambda s: "all rotations" if s == "all" else names.get(s, f"site {s}")),
+        "",
+    ]
+
+
 def protocol_markdown(
     settings: ProtocolSettings,
     summary: dict,
@@ -183,6 +203,7 @@ def protocol_markdown(
     site_names: dict,
     probes: dict | None = None,
     nt_figure: bool = False,
+    agreement: dict | None = None,
 ) -> str:
     """The protocol report a person reads first (``nt_figure``: link ``nt_fidelity.png``, :func:`fidelity_figure`)."""
     example = settings.run_paths(settings.sites[0], settings.seeds[0], MAIN).output / "report/reconstructions.png"
@@ -203,6 +224,7 @@ def protocol_markdown(
         *_ablation_table(summary, site_names),
         *_jitter_table(jitter, site_names),
         *_fidelity_table(fidelity, site_names),
+        *_agreement_table(agreement or {}, site_names),
         *probe_table(probes or {}, site_names),
         "## Figures",
         "",

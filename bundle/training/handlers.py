@@ -556,17 +556,23 @@ class NTFidelitySaver(_EvaluationRowsSaver):
     the native box on it and on the original (:mod:`bundle.evaluation.fidelity`, as the training
     report does). At completion writes, atomically, ``output_dir/fidelity.csv`` (one row per
     image) and ``output_dir/fidelity.json`` (standard and all planes: share measurable, median
-    and p90 of |NT(recon) - NT(original)|, share within 0.2 mm, bias, MAE against the exact NT).
+    and p90 of |NT(recon) - NT(original)|, share within 0.2 mm, bias, MAE against the exact NT),
+    and the Bland-Altman agreement per site on standard planes beside the null baselines and the
+    human anchors (:mod:`bundle.evaluation.agreement`): ``agreement.json``, ``agreement.md`` and
+    ``bland_altman.png``.
 
     Args:
         output_dir: folder of the outputs.
         entries: the evaluated datalist entries (``case_id``, ``image``, ``roi``,
             ``pixel_spacing_mm``); entries without a spacing are skipped (the NT is in mm).
+        constant_nt_mm: the constant-NT null baseline (the training originals' median,
+            :func:`bundle.evaluation.report.constant_nt`); None leaves it out.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, entries: list[dict]) -> None:
+    def __init__(self, output_dir: str | os.PathLike, entries: list[dict], constant_nt_mm: float | None = None) -> None:
         super().__init__(output_dir)
         self.entries = {e["case_id"]: e for e in entries}
+        self.constant_nt_mm = constant_nt_mm
 
     def batch_rows(self, preds: torch.Tensor, batch: dict) -> list[dict]:
         """The NT measurements of the batch's images."""
@@ -585,6 +591,7 @@ class NTFidelitySaver(_EvaluationRowsSaver):
         atomic_write_csv(self.output_dir / "fidelity.csv", self.rows, list(FIDELITY_COLUMNS))
         summary = fidelity_by_plane(self.rows)
         atomic_write_json(self.output_dir / "fidelity.json", summary)
+        self.write_agreement()
         standard = summary["standard_planes"]
         logger.info(
             f"NT fidelity of {len(self.rows)} images written to {self.output_dir} (fidelity.csv, fidelity.json); "
@@ -592,3 +599,16 @@ class NTFidelitySaver(_EvaluationRowsSaver):
             f"median {standard['abs_diff_median_mm']:.3f} mm, p90 {standard['abs_diff_p90_mm']:.3f} mm, "
             f"bias {standard['bias_mm']:+.3f} mm"
         )
+
+    def write_agreement(self) -> None:
+        """Bland-Altman per site on standard planes with the null baselines: JSON, Markdown and the figure."""
+        from bundle.evaluation.agreement import agreement_markdown, agreement_rows, bland_altman_figure
+        from bundle.evaluation.fidelity import is_standard_plane
+        from bundle.utils.atomic import atomic_write_text
+
+        standard = {"model": [r for r in self.rows if is_standard_plane(r)]}
+        rows = agreement_rows(standard, self.constant_nt_mm)
+        atomic_write_json(self.output_dir / "agreement.json", {"constant_nt_mm": self.constant_nt_mm, "rows": rows})
+        lines = ["# NT agreement (Bland-Altman), standard planes", "", *agreement_markdown(rows, str), ""]
+        atomic_write_text(self.output_dir / "agreement.md", "\n".join(lines))
+        bland_altman_figure(standard, self.constant_nt_mm, self.output_dir / "bland_altman.png")

@@ -59,6 +59,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "phase2_freeze": (*_choice("none", "encoder"), "none"),
     "lr_schedule": (*_choice("constant", "cosine"), "constant"),
     "augment": ((lambda v: isinstance(v, bool)), "true or false", "true"),
+    "localizer": ((lambda v: isinstance(v, bool)), "true or false", "true"),
+    "localizer_epochs": (*_whole(1), "30"),
 }
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 
 class ReconstructionInfer(InferTask):
-    """Reconstruct an image with the bundle; optional request param ``roi`` = [x0, y0, x1, y1] adds ROI metrics.
+    """Reconstruct an image with the bundle; request param ``roi`` = [x0, y0, x1, y1] (else the localiser's box).
 
     Args:
         model: a :class:`lib.model.SharedReconstructor`.
@@ -47,4 +47,7 @@ class ReconstructionInfer(InferTask):
             "predicted_roi_edge_mae": scores.get("predicted_roi_edge_mae"),
             "latent": [float(v) for v in result["latent"]],
             "size": list(result["reconstruction"].shape[::-1]),
+            "roi_source": result["roi_source"],
+            "nt_box": result["nt_box"],
+            "roi_confidence": result["roi_confidence"],
         }
