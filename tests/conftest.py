@@ -41,6 +41,7 @@ TINY_TRAINING = {
     # the NT localiser adds ~5 s to a tiny run: on for the shared trained fixtures and the clean checkout only
     "localizer": False,
     "localizer_epochs": 2,
+    "localizer_refine_epochs": 2,
     "cache_workers": 0,
     # the report's OOD check on fresh images: a handful at the tiny size instead of 60 native ones
     "scoring#check_data#per_site": 2,

@@ -60,7 +60,8 @@ RULES: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "lr_schedule": (*_choice("constant", "cosine"), "constant"),
     "augment": ((lambda v: isinstance(v, bool)), "true or false", "true"),
     "localizer": ((lambda v: isinstance(v, bool)), "true or false", "true"),
-    "localizer_epochs": (*_whole(1), "30"),
+    "localizer_epochs": (*_whole(1), "20"),
+    "localizer_refine_epochs": (*_whole(1), "30"),
 }
 
 
