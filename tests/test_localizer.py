@@ -274,5 +274,7 @@ def test_localizer_weights_load_safely(tiny_trained, tmp_path):
     torch.save({"x": np.float64}, evil)  # a pickle that names a class: refused, never unpickled
     with pytest.raises(UnsafeCheckpointError):
         load_localizer(evil)
+    with pytest.raises(UnsafeCheckpointError):  # at construction: the run stops with this message, not in a loader
+        LocalizeNTd(localizer_path=evil)
     with pytest.raises(FileNotFoundError, match="train_localizer"):
         load_localizer(tmp_path / "missing.pt")

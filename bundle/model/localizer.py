@@ -279,8 +279,8 @@ class LocalizeNTd(MapTransform):
 
     Args:
         keys: the native image key (one key).
-        localizer_path: ``models/localizer.pt``; a missing file leaves box-less items without a box
-            (the zoom view then reports how to get one).
+        localizer_path: ``models/localizer.pt`` (loaded at construction); a missing file leaves box-less
+            items without a box (the zoom view then reports how to get one).
         roi_key: key of the ``[x0, y0, x1, y1]`` box in native pixels.
         error_key: key of an item's error message.
         always: predict even where a box is given (for evaluating the localiser); the given box is
@@ -303,7 +303,8 @@ class LocalizeNTd(MapTransform):
         self.error_key = error_key
         self.always = always
         self.device = device
-        self._network: NTLocalizer | None = None
+        # loaded now, so a broken file is reported when the run starts, not from inside a data loader
+        self._network: NTLocalizer | None = load_localizer(localizer_path, device) if self.available else None
 
     @property
     def available(self) -> bool:
