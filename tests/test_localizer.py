@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -219,7 +220,7 @@ def test_inference_and_score_on_a_folder_without_boxes(tiny_trained, tmp_path):
     assert not any(r["error"] for r in rows)  # not "unreadable"
 
 
-def test_exported_image_encoder_matches_the_bundle(tiny_trained, tmp_path):
+def test_exported_image_encoder_matches_the_bundle(tiny_trained, tmp_path, monkeypatch, capsys):
     """``image_encoder.ts`` (torch alone) and ``.onnx`` (onnxruntime alone) give the bundle's latent and box."""
     import onnxruntime
     from bundle.data.readers import read_image
@@ -246,6 +247,19 @@ def test_exported_image_encoder_matches_the_bundle(tiny_trained, tmp_path):
             assert got_box == pytest.approx(expected["nt_box"], abs=0.02)
             assert got_confidence == pytest.approx(expected["roi_confidence"], abs=1e-3)
 
+    # the docs' 10-line examples, as a user runs them: only torch / onnxruntime, models/ and scan.png in the folder
+    work = tmp_path / "user"
+    work.mkdir()
+    (work / "models").symlink_to(models)
+    shutil.copy(path, work / "scan.png")
+    monkeypatch.chdir(work)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs/localizer.md").read_text(), re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "docs/localizer.md", "exec"), {})
+    shown = capsys.readouterr().out
+    assert "torch.Size([128])" in shown and "(128,)" in shown
+
 
 def test_the_main_job_report_carries_the_localiser_and_agreement(tiny_trained):
     root, settings = tiny_trained
@@ -258,6 +272,7 @@ def test_the_main_job_report_carries_the_localiser_and_agreement(tiny_trained):
     assert {"phase2", "constant NT (null)", "shuffled pairs (null)"} <= methods
     assert metrics["constant_nt_mm"] > 0
     text = (root / "runs/quick/report/metrics.md").read_text()
+    assert text.startswith("# Reconstruction report\n\n## Headline: the unseen hospital")
     assert "NT agreement (Bland-Altman)" in text and "Pandya 1995" in text and "NT localiser" in text
     assert (root / "runs/quick/report/bland_altman.png").exists()
     info = json.loads((root / "models/localizer.json").read_text())
@@ -278,3 +293,25 @@ def test_localizer_weights_load_safely(tiny_trained, tmp_path):
         LocalizeNTd(localizer_path=evil)
     with pytest.raises(FileNotFoundError, match="train_localizer"):
         load_localizer(tmp_path / "missing.pt")
+
+
+def test_protocol_tables_of_the_localiser_and_agreement():
+    from bundle.protocol.writeup import _agreement_table
+
+    figures = {
+        "n": 105, "iou_median": 0.88, "iou_ge_0.5_pct": 99.0, "centre_error_median_mm": 0.36,
+        "centre_error_p90_mm": 0.85, "visible_standard_pct": 98.1, "visible_nonstandard_pct": 80.0,
+        "nt_free_called_absent_pct": 100.0, "visibility_balanced_accuracy": 0.99,
+    }  # fmt: skip
+    rows = [{"site": 2, "nt_original_mm": 1.0 + 0.1 * i, "nt_recon_mm": 1.05 + 0.1 * i} for i in range(10)]
+    agreement = {
+        "localization": {2: {"standard_planes": figures, "all_planes": figures}},
+        "rows": agreement_rows({"phase2": rows}, {2: 1.4}),
+        "constant_nt_mm": {2: 1.4},
+    }
+    text = "\n".join(_agreement_table(agreement, {2: "Hosp-3"}))
+    assert (
+        "| Hosp-3 | standard planes | 105 | 0.880 | 99.0 % | 0.360 mm | 0.850 mm | 98.1 % | 100.0 % | 0.990 |" in text
+    )
+    assert "| Hosp-3 | all planes | 105 |" in text and "98.1 % / 80.0 %" in text
+    assert "| phase2 | Hosp-3 | 10 | +0.050 mm |" in text and "constant NT (null)" in text and "Hosp-3 1.400 mm" in text

@@ -7,7 +7,7 @@ with CenterNet's focal loss, plain PyTorch) and of the ResNet-18 that MONAI's de
 tutorials use: a lower bound of a RetinaNet step. The detection app itself imports torchvision,
 which the bundle does not depend on (with the pinned CPU torch, the PyPI torchvision wheel fails to
 load its operators); the first row says whether it is usable on the machine. Each step time is
-projected onto the main job's budget: the seconds that 30 epochs of 256 training images take.
+projected onto the main job's budget: the seconds that 20 epochs of 256 training images take.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 from bundle.benchmarks.common import result_row
 
-EPOCH_IMAGES, EPOCHS = 256, 30  # the main job's localiser: training images of two sites, epochs per stage
+EPOCH_IMAGES, EPOCHS = 256, 20  # the main job's coarse localiser: training images of two sites, its epochs
 
 
 def _boxes(n: int, generator: torch.Generator) -> torch.Tensor:

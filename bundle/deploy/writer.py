@@ -208,7 +208,7 @@ class InferenceWriter:
             logger.warning("skipped %s", batch["error"][i])
             return row
         row.update(box_fields(batch, i))
-        if row["note"]:
+        if row["note"] and "roi" in pred:  # the dual-view model has no zoom view to draw; the paper model goes on
             row["status"] = "no_nt"
             logger.warning("%s: %s", row["image"], row["note"])
             return row

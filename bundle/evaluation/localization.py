@@ -143,3 +143,33 @@ def predicted_entries(rows: Sequence[Mapping], entries: Sequence[Mapping]) -> li
     """Copies of ``entries`` whose ``roi`` is the localiser's box (entries where it found no NT are left out)."""
     found = {r["case_id"]: r["predicted_roi"] for r in rows if r["visible"]}
     return [{**e, "roi": found[e["case_id"]]} for e in entries if e["case_id"] in found]
+
+
+def localization_table(groups: Mapping[object, Mapping[str, Mapping]], first_column: str, label=str) -> list[str]:
+    """Markdown rows of :func:`localization_by_plane` figures: one row per group (a split, a rotation) and planes.
+
+    Args:
+        groups: group -> ``{planes: figures}``.
+        first_column: the heading of the group column.
+        label: how a group is written.
+
+    Returns:
+        the header and one row per (group, planes).
+    """
+    lines = [
+        f"| {first_column} | planes | n | IoU median | IoU >= 0.5 | centre error median | centre error p90 | "
+        "called visible (standard / non-standard) | NT-free views called absent | visible / absent balanced accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group, by_planes in groups.items():
+        for planes, f in by_planes.items():
+            visible = f"{f['visible_standard_pct']:.1f} %"
+            if planes == "all_planes":
+                visible += f" / {f['visible_nonstandard_pct']:.1f} %"
+            lines.append(
+                f"| {label(group)} | {planes.replace('_', ' ')} | {f['n']:.0f} | {f['iou_median']:.3f} | "
+                f"{f['iou_ge_0.5_pct']:.1f} % | {f['centre_error_median_mm']:.3f} mm | "
+                f"{f['centre_error_p90_mm']:.3f} mm | {visible} | {f['nt_free_called_absent_pct']:.1f} % | "
+                f"{f['visibility_balanced_accuracy']:.3f} |"
+            )
+    return lines

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
 
 EPS = 1e-12
 
@@ -89,7 +89,7 @@ def knn_distance(queries: np.ndarray, bank: np.ndarray, k: int = 5, exclude_self
 
 
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve for "positive scores are higher", ties counted half (Mann-Whitney U).
+    """Area under the ROC curve for "positive scores are higher" (``sklearn.metrics.roc_auc_score``; ties count half).
 
     Args:
         negatives: scores of in-distribution samples (source-site validation).
@@ -97,11 +97,12 @@ def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
 
     Returns:
         AUROC in [0, 1]; 1 means every positive scores above every negative.
+
+    Raises:
+        ValueError: without a negative or a positive score.
     """
     negatives, positives = np.asarray(negatives, float).ravel(), np.asarray(positives, float).ravel()
     if len(negatives) == 0 or len(positives) == 0:
         raise ValueError("AUROC needs at least one negative and one positive score")
-    ranks = rankdata(np.concatenate([negatives, positives]))
-    positive_rank_sum = ranks[len(negatives) :].sum()
-    u = positive_rank_sum - len(positives) * (len(positives) + 1) / 2
-    return float(u / (len(negatives) * len(positives)))
+    labels = np.concatenate([np.zeros(len(negatives)), np.ones(len(positives))])
+    return float(roc_auc_score(labels, np.concatenate([negatives, positives])))

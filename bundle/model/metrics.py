@@ -3,6 +3,10 @@
 All functions take batches (B, 1, H, W) with intensities in [0, 1] and return one value per image
 (B,). ``target`` tensors of the engines carry the image and the ROI mask stacked on the channel
 axis (see :func:`split_target`).
+
+SSIM, MS-SSIM and PSNR are written here rather than taken from ``monai.metrics``: the same function
+is the phase-1 loss (differentiable, per image, several views in one batched pass) and the metric;
+they equal MONAI's ``SSIMMetric`` / ``MultiScaleSSIMMetric`` to 1e-5 (``tests/test_losses.py``).
 """
 
 from __future__ import annotations
@@ -155,8 +159,8 @@ def roi_edge_error(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, eps: fl
     return ((gx - gy).abs() / m * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
+#: the blurs :func:`roi_blur_px` tries: 0 to 3 px in 1/8 px steps
 BLUR_SIGMAS_PX = tuple(0.125 * k for k in range(25))
-"""The blurs :func:`roi_blur_px` tries: 0 to 3 px in 1/8 px steps."""
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -193,6 +197,8 @@ def roi_blur_px(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.T
     return torch.as_tensor(BLUR_SIGMAS_PX, device=x.device, dtype=x.dtype)[errors.argmin(1)]
 
 
+#: the per-image metrics of one view, ``(pred, image, roi_mask) -> (B,)``: the one table that validation
+#: (:class:`ReconstructionMetric`), the report and inference score with (:func:`view_metrics`)
 PER_IMAGE_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
     "psnr": lambda p, y, m: psnr(p, y),
     "ssim": lambda p, y, m: ssim(p, y),
@@ -202,8 +208,6 @@ PER_IMAGE_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor 
     "roi_edge_mae": roi_edge_error,
     "roi_blur_px": roi_blur_px,
 }
-"""The per-image metrics of one view, ``(pred, image, roi_mask) -> (B,)``: the one table that validation
-(:class:`ReconstructionMetric`), the report and inference score with (:func:`view_metrics`)."""
 WHOLE_VIEW_METRICS = ("psnr", "ssim", "ms_ssim")
 ROI_METRICS = ("roi_mae", "roi_psnr", "roi_edge_mae", "roi_blur_px")
 

@@ -10,8 +10,9 @@ set -euo pipefail
 PYTHON="${PYTHON:-python}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
+echo "install.sh: MONAI Label 0.8.5 declares numpy<2 and its own torch; they are left out on purpose (torch 2.13.0 CPU and numpy 2 work), so pip's conflict report is switched off here"
 "$PYTHON" -m pip install --quiet --no-deps "monailabel==0.8.5" "pydicom-seg==0.4.1"
-"$PYTHON" -m pip install --quiet \
+"$PYTHON" -m pip install --quiet --no-warn-conflicts \
     "torch==2.13.0" "numpy>=2" "pydicom>=3,<4" \
     fastapi uvicorn python-multipart pydantic-settings requests schedule timeloop cachetools watchdog \
     "dicomweb-client[gcp]==0.59.1" jsonschema SimpleITK itk pynrrd girder-client psutil pyjwt passlib \

@@ -14,7 +14,13 @@ from pathlib import Path
 from bundle.data.datalist import site_names
 from bundle.protocol.probes import probe_study
 from bundle.protocol.runs import finished_main_runs, read_rows, train_run
-from bundle.protocol.studies import agreement_study, fidelity_study, jitter_study, summarize_protocol
+from bundle.protocol.studies import (
+    agreement_study,
+    fidelity_study,
+    jitter_study,
+    localization_study,
+    summarize_protocol,
+)
 from bundle.protocol.variants import MAIN, REPORT_METRICS, VARIANTS, ProtocolSettings
 from bundle.protocol.writeup import fidelity_figure, protocol_figures, protocol_markdown
 from bundle.training.workflow import datalist_path
@@ -66,6 +72,7 @@ def run_protocol(settings: ProtocolSettings, report_only: bool = False) -> Path:
     jitter = jitter_study(settings)
     fidelity = fidelity_study(settings)
     agreement = agreement_study(settings, fidelity["rows"])
+    agreement["localization"] = localization_study(settings)
     probes = probe_study(settings, finished_main_runs(settings))
     names = site_names(datalist_path(settings.dataset_dir))
     report_dir = settings.output_dir / "report"

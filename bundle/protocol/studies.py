@@ -192,3 +192,27 @@ def agreement_study(settings: ProtocolSettings, rows: list[dict]) -> dict:
             constants[int(site)] = float(np.mean(values))
     table = agreement_rows({k: v for k, v in methods.items() if v}, constants or None)
     return {"constant_nt_mm": constants, "rows": table}
+
+
+def localization_study(settings: ProtocolSettings) -> dict:
+    """The NT localiser's figures on each rotation's held-out site, from every main run's ``metrics.json``.
+
+    Returns:
+        ``{site: {planes: figures}}`` (planes: ``standard_planes``, ``all_planes``), each figure the mean
+        over the rotation's seeds (:func:`bundle.evaluation.localization.localization_summary`); rotations
+        whose runs have no localiser are left out.
+    """
+    out: dict = {}
+    for site in settings.sites:
+        runs = []
+        for seed in settings.seeds:
+            path = settings.run_paths(site, seed, MAIN).output / "report" / "metrics.json"
+            if path.exists():
+                held = json.loads(path.read_text()).get("localization", {}).get("held_out")
+                runs += [held] if held else []
+        if runs:
+            out[int(site)] = {
+                planes: {key: float(np.mean([run[planes][key] for run in runs])) for key in runs[0][planes]}
+                for planes in runs[0]
+            }
+    return out

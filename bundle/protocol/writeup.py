@@ -175,14 +175,33 @@ def _fidelity_table(fidelity: dict, names: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _localization_table(localization: dict, names: dict) -> list[str]:
+    """The NT localiser on each rotation's held-out site (the given box hidden from it)."""
+    from bundle.evaluation.localization import localization_table
+
+    if not localization:
+        return []
+    lines = [
+        "## NT localiser on the held-out site of each rotation",
+        "",
+        "Boxes predicted with the given box hidden; mean over seeds. Targets (standard planes): IoU >= 0.5 on "
+        ">= 95 %, centre error median <= 0.5 mm. NT-free views: the largest strip of each image beside its box.",
+        "",
+        *localization_table(localization, "held out", lambda site: names.get(site, site)),
+    ]
+    return [*lines, ""]
+
+
 def _agreement_table(agreement: dict, names: dict) -> list[str]:
     """The Bland-Altman section: held-out standard planes per rotation, nulls and human anchors."""
     from bundle.evaluation.agreement import agreement_markdown
 
+    lines = _localization_table(agreement.get("localization") or {}, names)
     if not agreement.get("rows"):
-        return []
+        return lines
     constants = ", ".join(f"{names.get(s, s)} {v:.3f} mm" for s, v in agreement["constant_nt_mm"].items())
     return [
+        *lines,
         "## NT agreement (Bland-Altman), held-out site of each rotation, standard planes",
         "",
         "NT(reconstruction) - NT(original), all seeds of a rotation together; bias = mean difference, 95 % "

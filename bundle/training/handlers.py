@@ -529,7 +529,7 @@ class PerImageMetricsSaver(_EvaluationRowsSaver):
     def write(self, engine: Engine) -> None:
         """Write the files (rank 0)."""
         from bundle.evaluation.report import ALL_METRICS
-        from bundle.utils.atomic import atomic_write_csv, atomic_write_text
+        from bundle.utils.atomic import atomic_write_csv
 
         if not is_rank0() or not self.rows:
             return
@@ -541,9 +541,8 @@ class PerImageMetricsSaver(_EvaluationRowsSaver):
         for site in sites:
             rows = [r for r in self.rows if r["site"] == site]
             summary[f"site{site}"] = {m: sum(r[m] for r in rows) / len(rows) for m in ALL_METRICS} | {"n": len(rows)}
-        lines = [",".join(["group", "n", *ALL_METRICS])]
-        lines += [",".join([group, str(v["n"]), *(f"{v[m]:.6f}" for m in ALL_METRICS)]) for group, v in summary.items()]
-        atomic_write_text(self.output_dir / "per_site.csv", "\n".join(lines) + "\n")
+        table = [{"group": group, **values} for group, values in summary.items()]
+        atomic_write_csv(self.output_dir / "per_site.csv", table, ["group", "n", *ALL_METRICS])
         atomic_write_json(self.output_dir / "summary.json", summary)
         logger.info(f"evaluation of {len(self.rows)} images written to {self.output_dir} (per_image.csv, per_site.csv)")
 

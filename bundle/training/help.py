@@ -49,6 +49,7 @@ SETTING_HELP = {
     "localizer_epochs": "epochs of the localiser's coarse stage",
     "localizer_refine_epochs": "epochs of the localiser's refinement stage",
     "seed": "random seed of the run",
+    "progress_interval": "without a terminal: seconds between progress lines (epoch, iteration, loss, ETA)",
     "device": "cpu or cuda (default: cuda when available)",
     "cache_dir": "on-disk cache of preprocessed images ('' keeps them in memory)",
     "cache_workers": "processes that fill the cache",

@@ -225,16 +225,17 @@ def train_localizer(
         logger.info(f"NT localiser: already trained ({complete_marker}); skipping. Delete it to train again.")
         return json.loads(localizer_info_path(output_path).read_text())
     started = time.perf_counter()
-    torch.manual_seed(int(seed))
-    rng = np.random.default_rng(int(seed))
-    config = {**DEFAULTS, **(settings or {})}
-    network = NTLocalizer(**config).to(device)
     images = read_training_images(train_entries)
     if not images:
         raise ValueError("no training entry has an NT box ('roi'): the localiser learns from boxes")
     logger.info(f"NT localiser: {len(images)} training images, coarse {epochs} + refine {refine_epochs} epochs")
-    _fit(network.coarse, images, epochs, batch_size, lr, rng, device, "coarse", negative_fraction, config)
-    _fit(network.refine, images, refine_epochs, batch_size, lr, rng, device, "refine", negative_fraction, config)
+    config = {**DEFAULTS, **(settings or {})}
+    with torch.random.fork_rng(devices=[]):  # later steps see the same random state whether this one ran or not
+        torch.manual_seed(int(seed))
+        rng = np.random.default_rng(int(seed))
+        network = NTLocalizer(**config).to(device)
+        _fit(network.coarse, images, epochs, batch_size, lr, rng, device, "coarse", negative_fraction, config)
+        _fit(network.refine, images, refine_epochs, batch_size, lr, rng, device, "refine", negative_fraction, config)
     network.eval()
     validation = _validate(network, val_entries)
     threshold, balanced = fit_threshold(validation.pop("confidences"), validation.pop("nt_free_confidences"))
