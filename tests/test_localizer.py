@@ -7,17 +7,18 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bundle.cli import main
 from bundle.evaluation.agreement import HUMAN_ANCHORS, agreement_rows, bland_altman, inside_target, shuffled_within_site
 from bundle.evaluation.localization import box_agreement, localization_summary, nt_free_strip
 from bundle.model.localizer import STRIDE, LocalizeNTd, NTLocalizer, clip_box, decode_heatmap
 from bundle.training.localizer import coarse_loss, crop_native, fit_threshold, heatmap_targets
 from conftest import TINY_ARCH, inference_command
+from monai.bundle import ConfigWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +185,7 @@ def test_a_given_box_always_wins_and_a_missing_localiser_leaves_the_item_alone(t
     assert absent["roi_source"] == "none" and absent["no_nt"] is None and absent["roi"] is None
 
 
-def test_inference_and_score_on_a_folder_without_boxes(tiny_trained, tmp_path):
+def test_inference_and_score_on_a_folder_without_boxes(tiny_trained, tmp_path, capsys):
     """The README's inference example on native PNGs without boxes: every row reconstructed with a predicted box."""
     root, _ = tiny_trained
     models = _confident_copy(root / "models", tmp_path / "models", 0.0)
@@ -200,21 +201,19 @@ def test_inference_and_score_on_a_folder_without_boxes(tiny_trained, tmp_path):
     assert all(Path(r["reconstruction"]).exists() and len(json.loads(r["nt_box"])) == 4 for r in rows)
     assert "4 reconstructed (4 with a predicted NT box)" in done.stdout + done.stderr
 
-    export = [sys.executable, "-m", "bundle", "export", "--output-dir", str(models), "--formats", "ts", "image"]
-    export += ["--set", *(f"{k}={json.dumps(v)}" for k, v in TINY_ARCH.items())]
-    done = subprocess.run(export, cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    score = [sys.executable, "-m", "bundle", "score", str(folder), "--encoder", str(models / "encoder.ts")]
-    done = subprocess.run(
-        [*score, "--output", str(tmp_path / "s.csv"), "--quiet"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "4 scored (4 with a predicted NT box)" in done.stdout, done.stdout
+    arch = ["--set", *(f"{k}={json.dumps(v)}" for k, v in TINY_ARCH.items())]
+    assert main(["export", "--output-dir", str(models), "--formats", "ts", *arch]) == 0
+    score = ["score", str(folder), "--encoder", str(models / "encoder.ts"), "--output", str(tmp_path / "s.csv")]
+    assert main([*score, "--quiet"]) == 0
+    assert "4 scored (4 with a predicted NT box)" in capsys.readouterr().out
 
-    strict = _confident_copy(root / "models", tmp_path / "strict", 1.01)
+    strict = _confident_copy(root / "models", tmp_path / "strict", 1.01)  # in-process: the same config and writer
     out = tmp_path / "strict_out"
-    done = subprocess.run(inference_command(strict, folder, out), cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    settings = {"dataset_dir": str(folder), "output_dir": str(out), "models_dir": str(strict), **TINY_ARCH}
+    workflow = ConfigWorkflow(config_file=str(ROOT / "configs/inference.json"), workflow_type="infer", **settings)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
     rows = json.loads((out / "results.json").read_text())
     assert {r["status"] for r in rows} == {"no_nt"} and all("no NT found" in r["note"] for r in rows)
     assert not any(r["error"] for r in rows)  # not "unreadable"
@@ -228,10 +227,8 @@ def test_exported_image_encoder_matches_the_bundle(tiny_trained, tmp_path, monke
 
     root, _ = tiny_trained
     models = _confident_copy(root / "models", tmp_path / "models", 0.0)
-    export = [sys.executable, "-m", "bundle", "export", "--output-dir", str(models), "--formats", "image", "image_onnx"]
-    export += ["--set", *(f"{k}={json.dumps(v)}" for k, v in TINY_ARCH.items())]
-    done = subprocess.run(export, cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    arch = ["--set", *(f"{k}={json.dumps(v)}" for k, v in TINY_ARCH.items())]
+    assert main(["export", "--output-dir", str(models), "--formats", "image", "image_onnx", *arch]) == 0
     reconstructor = Reconstructor(overrides={"models_dir": str(models), **TINY_ARCH})
     scripted = torch.jit.load(str(models / "image_encoder.ts"))
     session = onnxruntime.InferenceSession(str(models / "image_encoder.onnx"), providers=["CPUExecutionProvider"])

@@ -94,7 +94,7 @@ def benchmark_localizer(quick: bool = False) -> list[dict]:
         result rows.
     """
     generator = torch.Generator().manual_seed(0)
-    batch, repeats = (8, 2) if quick else (32, 5)
+    batch, repeats = (4, 1) if quick else (32, 5)
     images = torch.rand(batch, 1, 128, 128, generator=generator)
     boxes = _boxes(batch, generator)
     builds = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ def bootstrap_ci(
 
     BCa rather than the plain percentile interval: the report's statistics include skewed ones (the
     median and 90th percentile of absolute NT differences), whose percentile intervals are biased.
+    Where BCa is undefined (a statistic whose resamples barely vary) the percentile interval is used.
 
     Args:
         values: one value per image.
@@ -39,10 +41,16 @@ def bootstrap_ci(
     if np.all(data == data[0]):  # no spread: BCa is undefined, the interval is the value
         value = float(statistic(data[None], axis=1)[0])
         return value, value
-    result = stats.bootstrap(
-        (data,), statistic, confidence_level=confidence, n_resamples=n_resamples, method="BCa", rng=seed
-    )
-    low, high = result.confidence_interval
+    low, high = np.nan, np.nan
+    for method in ("BCa", "percentile"):  # BCa is undefined when the resampled statistic barely varies
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            result = stats.bootstrap(
+                (data,), statistic, confidence_level=confidence, n_resamples=n_resamples, method=method, rng=seed
+            )
+        low, high = result.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            break
     return float(low), float(high)
 
 

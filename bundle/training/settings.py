@@ -9,7 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from numbers import Integral, Real
 
-__all__ = ["RULES", "check_setting_values"]
+__all__ = ["RULES", "as_flag", "check_setting_values"]
+
+FLAG_WORDS = {"true": True, "false": False}
+
+
+def as_flag(value: object) -> bool:
+    """A switch given as ``true`` / ``false`` in any form: JSON, Python or a bool.
+
+    ``--localizer false`` reaches the config as the string ``'false'`` (MONAI's command line reads
+    Python literals, so only ``False`` would be a bool).
+
+    Raises:
+        ValueError: for anything else (naming the value).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        return FLAG_WORDS[value.strip().lower()]
+    raise ValueError(f"{value!r} is not true or false")
 
 
 def _whole(low: int) -> tuple[Callable[[object], bool], str]:
@@ -59,7 +77,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "phase2_freeze": (*_choice("none", "encoder"), "none"),
     "lr_schedule": (*_choice("constant", "cosine"), "constant"),
     "augment": ((lambda v: isinstance(v, bool)), "true or false", "true"),
-    "localizer": ((lambda v: isinstance(v, bool)), "true or false", "true"),
+    "localizer": ((lambda v: isinstance(v, bool) or str(v).strip().lower() in FLAG_WORDS), "true or false", "false"),
     "localizer_epochs": (*_whole(1), "20"),
     "localizer_refine_epochs": (*_whole(1), "30"),
 }
