@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bundle.model.localizer import STRIDE
 from torch import nn
 
 
@@ -92,6 +93,7 @@ class ImageEncoder(nn.Module):
         self.refine = localizer.refine
         self.encoder = encoder
         self.localizer_canvas = int(localizer.settings["canvas_size"])
+        self.stride = STRIDE  # canvas pixels per heatmap cell, as the localiser decodes
         self.view_size = int(localizer.settings["view_size"])
         self.margin = float(localizer.settings["margin"])
         self.refine_steps = int(localizer.settings["refine_steps"])
@@ -141,12 +143,13 @@ class ImageEncoder(nn.Module):
         canvas, scale, dx, dy = self.letterbox(image, self.localizer_canvas)
         maps = self.coarse(canvas)[0].reshape(5, -1)
         index = torch.argmax(maps[0])
-        cells = self.localizer_canvas // 4
+        stride = self.stride
+        cells = self.localizer_canvas // stride
         row, col = (index // cells).double(), (index % cells).double()
         picked = maps[:, index].double()
-        cx, cy = (col + picked[1]) * 4.0, (row + picked[2]) * 4.0
-        half_w = 0.5 * torch.exp(torch.clamp(picked[3], -5.0, 5.0)) * 4.0
-        half_h = 0.5 * torch.exp(torch.clamp(picked[4], -5.0, 5.0)) * 4.0
+        cx, cy = (col + picked[1]) * stride, (row + picked[2]) * stride
+        half_w = 0.5 * torch.exp(torch.clamp(picked[3], -5.0, 5.0)) * stride
+        half_h = 0.5 * torch.exp(torch.clamp(picked[4], -5.0, 5.0)) * stride
         corners = torch.stack([cx - half_w - dx, cy - half_h - dy, cx + half_w - dx, cy + half_h - dy]) / scale
         box = self.clip(corners, width, height)
         for _ in range(self.refine_steps):

@@ -283,8 +283,6 @@ class LocalizeNTd(MapTransform):
             items without a box (the zoom view then reports how to get one).
         roi_key: key of the ``[x0, y0, x1, y1]`` box in native pixels.
         error_key: key of an item's error message.
-        always: predict even where a box is given (for evaluating the localiser); the given box is
-            kept under ``given_roi``.
         device: where to run the localiser.
     """
 
@@ -294,14 +292,12 @@ class LocalizeNTd(MapTransform):
         localizer_path: str | os.PathLike | None = None,
         roi_key: str = "roi",
         error_key: str = "error",
-        always: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         self.localizer_path = localizer_path
         self.roi_key = roi_key
         self.error_key = error_key
-        self.always = always
         self.device = device
         # loaded now, so a broken file is reported when the run starts, not from inside a data loader
         self._network: NTLocalizer | None = load_localizer(localizer_path, device) if self.available else None
@@ -327,20 +323,18 @@ class LocalizeNTd(MapTransform):
         d.setdefault("no_nt", None)
         if d.get(self.error_key):
             return d
-        if self.available and (self.always or not given):
+        if self.available and not given:
             for key in self.key_iterator(d):
-                self._predict(d, torch.as_tensor(d[key]), given)
+                self._predict(d, torch.as_tensor(d[key]))
                 break
         d["nt_box"] = as_box_list(d[self.roi_key]) if d.get(self.roi_key) is not None else None
         return d
 
-    def _predict(self, d: dict, image: torch.Tensor, given: bool) -> None:
+    def _predict(self, d: dict, image: torch.Tensor) -> None:
         """Store the localiser's box (or why there is none) in ``d``."""
         box, confidence = self.network.locate(image)
         threshold = self.network.settings["threshold"]
         d["roi_confidence"] = round(confidence, 4)
-        if given:
-            d["given_roi"] = as_box_list(d[self.roi_key])
         if confidence < threshold:
             d.update({self.roi_key: None, "roi_source": "none"})
             d["no_nt"] = (
