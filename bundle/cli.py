@@ -4,10 +4,53 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+#: sub-command name -> (help, arguments, function); filled by :func:`command` beside each function
+COMMANDS: dict[str, tuple[str, tuple[tuple[tuple, dict], ...], Callable[[argparse.Namespace], int]]] = {}
 
 
+def arg(*flags: str, **options: Any) -> tuple[tuple, dict]:
+    """One ``add_argument`` call of a command, declared beside it (see :func:`command`)."""
+    return flags, options
+
+
+def command(name: str, summary: str, *arguments: tuple[tuple, dict]) -> Callable:
+    """Register the decorated function as ``python -m bundle <name>`` with its arguments.
+
+    Args:
+        name: the sub-command.
+        summary: its one line in ``python -m bundle --help``.
+        arguments: :func:`arg` per option.
+
+    Returns:
+        a decorator that registers the function and returns it unchanged.
+    """
+
+    def register(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = (summary, arguments, function)
+        return function
+
+    return register
+
+
+@command(
+    "synth",
+    "write a synthetic multi-site NT dataset and its datalist",
+    arg("--output", required=True, help="dataset folder (datalist.json goes there)"),
+    arg("--per-site", type=int, required=True, help="images per site"),
+    arg("--sites", type=int, default=3, help="number of sites (default 3)"),
+    arg("--seed", type=int, default=0, help="dataset seed (default 0)"),
+    arg("--size", default="native", help="'native' or WxH bound, aspect ratio kept per site (e.g. 128x128)"),
+    arg("--workers", type=int, default=1, help="worker processes; output is identical for any count"),
+    arg("--formats", default="png", help="comma list of png, dcm, nii (first one is the datalist image)"),
+    arg("--masks", action="store_true", help="also write tissue label maps (datalist key 'label')"),
+    arg("--standard-only", action="store_true", help="only standard planes (measurement studies)"),
+    arg("--no-calipers", action="store_true", help="never burn NT calipers into the images"),
+    arg("--quiet", action="store_true", help="no progress bar"),
+)
 def _cmd_synth(args: argparse.Namespace) -> int:
     from bundle.data.datalist import load_validated_datalist
     from bundle.data.synthetic.dataset import parse_size, write_synthetic_dataset
@@ -31,6 +74,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "validate",
+    "check every datalist entry and report all problems at once",
+    arg("datalist", help="datalist JSON"),
+    arg("--skip-images", action="store_true", help="don't decode images (faster; box-in-image not checked)"),
+    arg("--frame", type=int, default=None, help="frame index for multi-frame DICOM"),
+    arg(
+        "--leakage",
+        choices=("warn", "error", "off"),
+        default="warn",
+        help="patients in several sites or copied images across patients: warn (default), error or off",
+    ),
+    arg("--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"),
+    arg("--quiet", action="store_true", help="no progress bar"),
+)
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bundle.data.datalist import DatalistError, load_validated_datalist
     from bundle.data.readers import set_max_pixels
@@ -63,6 +121,14 @@ def _warn(message: str) -> None:
     print(f"validate: {message}", file=sys.stderr)
 
 
+@command(
+    "convert-shenzhen",
+    "datalist from the Shenzhen first-trimester dataset",
+    arg("root", help="dataset folder (image folders and ObjectDetection.xlsx/.csv)"),
+    arg("--output", required=True, help="datalist JSON to write"),
+    arg("--annotations", default=None, help="annotation sheet if not under ROOT (.xlsx needs the xlsx extra, or .csv)"),
+    arg("--ambiguous", choices=("skip", "error"), default="skip", help="file names matching several different images"),
+)
 def _cmd_convert_shenzhen(args: argparse.Namespace) -> int:
     from bundle.data.shenzhen import convert_shenzhen
 
@@ -74,6 +140,13 @@ def _cmd_convert_shenzhen(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "montage",
+    "PNG montage of a datalist: a row per site with NT boxes and crops",
+    arg("datalist", help="datalist JSON"),
+    arg("--output", default="docs/images/synthetic_montage.png", help="PNG to write"),
+    arg("--per-site", type=int, default=4, help="images per site"),
+)
 def _cmd_montage(args: argparse.Namespace) -> int:
     from bundle.data.montage import write_montage
 
@@ -82,6 +155,24 @@ def _cmd_montage(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "zoom-floor",
+    "NT fidelity the ROI-zoom view allows (no network), plain and blurred: any model's ceiling",
+    arg("datalist", help="datalist JSON (entries with roi and pixel_spacing_mm)"),
+    arg("--roi-canvas-size", type=int, default=64, help="zoom-view side R (config key roi_canvas_size)"),
+    arg("--roi-margin", type=float, default=0.5, help="zoom-view margin (config key roi_margin)"),
+    arg("--sites", type=int, nargs="*", default=None, help="only these sites (default all)"),
+    arg("--blur", type=float, nargs="*", default=[0.5, 0.75, 1.0, 1.25], help="Gaussian blurs to test, zoom-view px"),
+    arg(
+        "--ideal",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also measure the speckle-free ideal (the scene averaged over K speckle draws; datalists written by "
+        "`synth` only): what a perfect denoising reconstruction allows (default 0: off; 8 is plenty)",
+    ),
+    arg("--output", default=None, help="also write the figures as JSON here"),
+)
 def _cmd_zoom_floor(args: argparse.Namespace) -> int:
     from bundle.data.datalist import load_validated_datalist
     from bundle.evaluation.zoom_floor import zoom_floor, zoom_floor_markdown
@@ -106,6 +197,13 @@ def _cmd_zoom_floor(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "benchmark",
+    "speed and memory benchmarks (JSON + Markdown)",
+    arg("--quick", action="store_true", help="small counts, seconds (smoke run)"),
+    arg("--suites", nargs="*", default=None, help="suites to run (default all)"),
+    arg("--output", default="runs/benchmark", help="results folder"),
+)
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from bundle.benchmarks.runner import run_benchmarks
 
@@ -131,8 +229,29 @@ def _parse_settings(items: list[str] | None) -> dict:
     return overrides
 
 
+@command(
+    "protocol",
+    "train and evaluate all site rotations, seeds and ablations; one report",
+    arg("--output", default="runs/protocol", help="protocol folder (runs/ and report/)"),
+    arg("--dataset-dir", default=None, help="dataset folder (default data/synthetic, generated there when missing)"),
+    arg("--sites", type=int, nargs="+", default=[0, 1, 2], help="held-out sites, one rotation each"),
+    arg("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds"),
+    arg("--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.variants.VARIANTS"),
+    arg("--ablation-sites", type=int, nargs="*", default=[2], help="rotations that also run the ablations"),
+    arg("--phase1-epochs", type=int, default=60, help="phase-1 epochs per run"),
+    arg("--phase2-epochs", type=int, default=30, help="phase-2 epochs per run"),
+    arg(
+        "--fidelity-per-site",
+        type=int,
+        default=None,
+        help="ignored since 0.7.0: every run's report measures the NT on its own native images",
+    ),
+    arg("--set", nargs="*", metavar="KEY=VALUE", help="extra training settings, e.g. batch_size=32"),
+    arg("--report-only", action="store_true", help="only aggregate finished runs"),
+)
 def _cmd_protocol(args: argparse.Namespace) -> int:
-    from bundle.protocol import VARIANTS, ProtocolSettings, run_protocol
+    from bundle.protocol.runner import run_protocol
+    from bundle.protocol.variants import VARIANTS, ProtocolSettings
 
     overrides = _parse_settings(args.set)
     settings = ProtocolSettings(
@@ -152,6 +271,22 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "export",
+    "export the frozen encoder as TorchScript (with metadata) and ONNX",
+    arg("--output-dir", default="models", help="folder for encoder.ts / encoder.onnx (default models)"),
+    arg("--ckpt", default=None, help="encoder checkpoint (default OUTPUT_DIR/encoder.pt)"),
+    arg("--config-file", nargs="+", default=None, help="config file(s) defining encoder_def (default train.json)"),
+    arg("--meta-file", default=None, help="metadata.json to embed (default configs/metadata.json)"),
+    arg(
+        "--formats",
+        nargs="+",
+        default=["ts", "onnx", "image", "image_onnx"],
+        help="ts, onnx (needs the export extra), image / image_onnx (image_encoder.ts / .onnx: raw image -> NT box "
+        "-> latent)",
+    ),
+    arg("--set", nargs="*", metavar="KEY=VALUE", help="settings the encoder was trained with, e.g. canvas_size=256"),
+)
 def _cmd_export(args: argparse.Namespace) -> int:
     from bundle.deploy.export import export_encoder
 
@@ -171,6 +306,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "score",
+    "OOD score and predicted ROI quality per image, from an exported encoder",
+    arg("datalist", help="datalist JSON or a folder of images"),
+    arg("--encoder", default="models/encoder.ts", help="exported encoder (.ts or .onnx)"),
+    arg("--scorer", default=None, help="fitted scorer (default: scorer.npz beside the encoder)"),
+    arg("--output", default="scores.csv", help="CSV table to write (default scores.csv)"),
+    arg("--latents", default=None, help="also save the latents to this .npz"),
+    arg("--localizer", default=None, help="NT localiser for images without a box (default: beside encoder)"),
+    arg("--batch-size", type=int, default=16, help="images per encoder call"),
+    arg("--quiet", action="store_true", help="no progress bar"),
+    arg("--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"),
+)
 def _cmd_score(args: argparse.Namespace) -> int:
     from bundle.data.readers import set_max_pixels
     from bundle.deploy.embed import score_images, write_rows_csv
@@ -193,6 +341,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "package",
+    "the zoo package: a reproducible zip, or a Hugging Face Hub folder",
+    arg("--output-dir", default="dist", help="folder for the package (default dist)"),
+    arg("--models-dir", default=None, help="trained files to ship as models/ (default models)"),
+    arg(
+        "--format",
+        choices=("zip", "hf"),
+        default="zip",
+        help="zip: fetal_nt_roi_cae_v<version>.zip; hf: folder fetal_nt_roi_cae_hf/ for the Hugging Face Hub",
+    ),
+    arg(
+        "--weights-url",
+        default=None,
+        help="base URL of the hosted files, written into large_files.yml (default: the zoo's Hub repository)",
+    ),
+    arg(
+        "--include-per-case",
+        action="store_true",
+        help="also ship models/train_latents.npz (a row per training case with its case id; off by default: with "
+        "real data those ids identify patients or studies)",
+    ),
+)
 def _cmd_package(args: argparse.Namespace) -> int:
     from bundle.deploy.package import package_bundle
 
@@ -206,161 +377,14 @@ def _cmd_package(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per utility."""
+    """The argument parser with one sub-command per registered utility (:data:`COMMANDS`)."""
     parser = argparse.ArgumentParser(prog="python -m bundle", description="fetal_nt_roi_cae utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("synth", help="write a synthetic multi-site NT dataset and its datalist")
-    p.add_argument("--output", required=True, help="dataset folder (datalist.json goes there)")
-    p.add_argument("--per-site", type=int, required=True, help="images per site")
-    p.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--size", default="native", help="'native' or WxH bound, aspect ratio kept per site (e.g. 128x128)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes; output is identical for any count")
-    p.add_argument("--formats", default="png", help="comma list of png, dcm, nii (first one is the datalist image)")
-    p.add_argument("--masks", action="store_true", help="also write tissue label maps (datalist key 'label')")
-    p.add_argument("--standard-only", action="store_true", help="only standard planes (measurement studies)")
-    p.add_argument("--no-calipers", action="store_true", help="never burn NT calipers into the images")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_synth)
-
-    p = sub.add_parser("validate", help="check every datalist entry and report all problems at once")
-    p.add_argument("datalist", help="datalist JSON")
-    p.add_argument("--skip-images", action="store_true", help="don't decode images (faster; box-in-image not checked)")
-    p.add_argument("--frame", type=int, default=None, help="frame index for multi-frame DICOM")
-    p.add_argument(
-        "--leakage",
-        choices=("warn", "error", "off"),
-        default="warn",
-        help="patients in several sites or copied images across patients: warn (default), error or off",
-    )
-    p.add_argument(
-        "--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_validate)
-
-    p = sub.add_parser("convert-shenzhen", help="datalist from the Shenzhen first-trimester dataset")
-    p.add_argument("root", help="dataset folder (image folders and ObjectDetection.xlsx/.csv)")
-    p.add_argument("--output", required=True, help="datalist JSON to write")
-    p.add_argument(
-        "--annotations", default=None, help="annotation sheet if not under ROOT (.xlsx needs the xlsx extra, or .csv)"
-    )
-    p.add_argument(
-        "--ambiguous", choices=("skip", "error"), default="skip", help="file names matching several different images"
-    )
-    p.set_defaults(func=_cmd_convert_shenzhen)
-
-    p = sub.add_parser("montage", help="PNG montage of a datalist: a row per site with NT boxes and crops")
-    p.add_argument("datalist", help="datalist JSON")
-    p.add_argument("--output", default="docs/images/synthetic_montage.png", help="PNG to write")
-    p.add_argument("--per-site", type=int, default=4, help="images per site")
-    p.set_defaults(func=_cmd_montage)
-
-    p = sub.add_parser("protocol", help="train and evaluate all site rotations, seeds and ablations; one report")
-    p.add_argument("--output", default="runs/protocol", help="protocol folder (runs/ and report/)")
-    p.add_argument(
-        "--dataset-dir", default=None, help="dataset folder (default data/synthetic, generated there when missing)"
-    )
-    p.add_argument("--sites", type=int, nargs="+", default=[0, 1, 2], help="held-out sites, one rotation each")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    p.add_argument(
-        "--variants", nargs="+", default=["all"], help="methods: all, or names from bundle.protocol.variants.VARIANTS"
-    )
-    p.add_argument("--ablation-sites", type=int, nargs="*", default=[2], help="rotations that also run the ablations")
-    p.add_argument("--phase1-epochs", type=int, default=60, help="phase-1 epochs per run")
-    p.add_argument("--phase2-epochs", type=int, default=30, help="phase-2 epochs per run")
-    p.add_argument(
-        "--fidelity-per-site",
-        type=int,
-        default=None,
-        help="ignored since 0.7.0: every run's report measures the NT on its own native images",
-    )
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="extra training settings, e.g. batch_size=32")
-    p.add_argument("--report-only", action="store_true", help="only aggregate finished runs")
-    p.set_defaults(func=_cmd_protocol)
-
-    p = sub.add_parser("export", help="export the frozen encoder as TorchScript (with metadata) and ONNX")
-    p.add_argument("--output-dir", default="models", help="folder for encoder.ts / encoder.onnx (default models)")
-    p.add_argument("--ckpt", default=None, help="encoder checkpoint (default OUTPUT_DIR/encoder.pt)")
-    p.add_argument(
-        "--config-file", nargs="+", default=None, help="config file(s) defining encoder_def (default train.json)"
-    )
-    p.add_argument("--meta-file", default=None, help="metadata.json to embed (default configs/metadata.json)")
-    p.add_argument(
-        "--formats",
-        nargs="+",
-        default=["ts", "onnx", "image", "image_onnx"],
-        help="ts, onnx (needs the export extra), image / image_onnx (image_encoder.ts / .onnx: raw image -> NT box "
-        "-> latent)",
-    )
-    p.add_argument(
-        "--set", nargs="*", metavar="KEY=VALUE", help="settings the encoder was trained with, e.g. canvas_size=256"
-    )
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("score", help="OOD score and predicted ROI quality per image, from an exported encoder")
-    p.add_argument("datalist", help="datalist JSON or a folder of images")
-    p.add_argument("--encoder", default="models/encoder.ts", help="exported encoder (.ts or .onnx)")
-    p.add_argument("--scorer", default=None, help="fitted scorer (default: scorer.npz beside the encoder)")
-    p.add_argument("--output", default="scores.csv", help="CSV table to write (default scores.csv)")
-    p.add_argument("--latents", default=None, help="also save the latents to this .npz")
-    p.add_argument("--localizer", default=None, help="NT localiser for images without a box (default: beside encoder)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--max-pixels", type=int, default=None, help="refuse images whose header claims more pixels (default 4096^2)"
-    )
-    p.set_defaults(func=_cmd_score)
-
-    p = sub.add_parser("package", help="the zoo package: a reproducible zip, or a Hugging Face Hub folder")
-    p.add_argument("--output-dir", default="dist", help="folder for the package (default dist)")
-    p.add_argument("--models-dir", default=None, help="trained files to ship as models/ (default models)")
-    p.add_argument(
-        "--format",
-        choices=("zip", "hf"),
-        default="zip",
-        help="zip: fetal_nt_roi_cae_v<version>.zip; hf: folder fetal_nt_roi_cae_hf/ for the Hugging Face Hub",
-    )
-    p.add_argument(
-        "--weights-url",
-        default=None,
-        help="base URL of the hosted files, written into large_files.yml (default: the zoo's Hub repository)",
-    )
-    p.add_argument(
-        "--include-per-case",
-        action="store_true",
-        help="also ship models/train_latents.npz (a row per training case with its case id; off by default: with "
-        "real data those ids identify patients or studies)",
-    )
-    p.set_defaults(func=_cmd_package)
-
-    p = sub.add_parser(
-        "zoom-floor", help="NT fidelity the ROI-zoom view allows (no network), plain and blurred: any model's ceiling"
-    )
-    p.add_argument("datalist", help="datalist JSON (entries with roi and pixel_spacing_mm)")
-    p.add_argument("--roi-canvas-size", type=int, default=64, help="zoom-view side R (config key roi_canvas_size)")
-    p.add_argument("--roi-margin", type=float, default=0.5, help="zoom-view margin (config key roi_margin)")
-    p.add_argument("--sites", type=int, nargs="*", default=None, help="only these sites (default all)")
-    p.add_argument(
-        "--blur", type=float, nargs="*", default=[0.5, 0.75, 1.0, 1.25], help="Gaussian blurs to test, zoom-view px"
-    )
-    p.add_argument(
-        "--ideal",
-        type=int,
-        default=0,
-        metavar="K",
-        help="also measure the speckle-free ideal (the scene averaged over K speckle draws; datalists written by "
-        "`synth` only): what a perfect denoising reconstruction allows (default 0: off; 8 is plenty)",
-    )
-    p.add_argument("--output", default=None, help="also write the figures as JSON here")
-    p.set_defaults(func=_cmd_zoom_floor)
-
-    p = sub.add_parser("benchmark", help="speed and memory benchmarks (JSON + Markdown)")
-    p.add_argument("--quick", action="store_true", help="small counts, seconds (smoke run)")
-    p.add_argument("--suites", nargs="*", default=None, help="suites to run (default all)")
-    p.add_argument("--output", default="runs/benchmark", help="results folder")
-    p.set_defaults(func=_cmd_benchmark)
+    for name, (help_line, arguments, function) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_line)
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(func=function)
     return parser
 
 

@@ -44,3 +44,14 @@ def test_monai_verify_net_in_out_accepts_the_network():
         {"net": {"_target_": "bundle.model.network.ROIAwareCAE", "canvas_size": 64, "widths": [8, 16, 16, 32, 32]}}
     ).get_parsed_content("net")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_default_architecture_is_the_main_jobs():
+    """Inference reads the architecture without train.json; its defaults must stay train.json's."""
+    import json
+
+    from bundle.model.architecture import DEFAULT_ARCHITECTURE
+    from bundle.utils.paths import TRAIN_CONFIG
+
+    config = json.loads(TRAIN_CONFIG.read_text())
+    assert {key: config[key] for key in DEFAULT_ARCHITECTURE} == DEFAULT_ARCHITECTURE

@@ -128,8 +128,9 @@ def test_hugging_face_package_loads_offline_with_monai_bundle_load(tiny_trained,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    from bundle.model.architecture import saved_architecture
     from bundle.model.network import build_autoencoder
-    from bundle.utils.checkpoints import load_model_weights, saved_architecture
+    from bundle.utils.checkpoints import load_model_weights
 
     arch = saved_architecture(root / "models/model.pt")
     reference = build_autoencoder(

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from bundle.protocol import ProtocolSettings, run_protocol
+from bundle.protocol.runner import run_protocol
+from bundle.protocol.variants import ProtocolSettings
 from monai.bundle import ConfigWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -108,3 +108,17 @@ def test_an_image_without_a_box_is_refused_by_name():
 def test_empty_or_non_finite_boxes_are_refused(box):
     with pytest.raises(ValueError, match="empty or not finite"):
         ROIZoomGeometry.compute(box, 100, 100, 64)
+
+
+def test_feathered_unzoom_fades_at_the_crop_edge_and_leaves_the_box_alone():
+    box = [120.0, 90.0, 200.0, 130.0]
+    g = ROIZoomGeometry.compute(box, 320, 240, 64, 0.5)
+    background, view = torch.zeros(1, 240, 320), torch.ones(1, 64, 64)
+    hard = unzoom_image(view, g, background=background)
+    soft = unzoom_image(view, g, background=background, feather=0.1)
+    cx0, cy0, cx1, cy1 = g.crop_box
+    x0, y0, x1, y1 = (int(v) for v in box)
+    assert torch.equal(soft[:, y0:y1, x0:x1], hard[:, y0:y1, x0:x1])  # the NT box holds the view unchanged
+    edge = soft[0, (cy0 + cy1) // 2, cx0 : cx0 + 20]  # across the left edge of the crop (160 px: 16 px fade)
+    assert 0.0 < float(edge[0]) < 0.2 and bool((edge.diff() >= 0).all()) and float(edge[-1]) == 1.0
+    assert float(hard[0, (cy0 + cy1) // 2, cx0]) == 1.0  # no fade: the hard edge

@@ -1,31 +1,11 @@
 """Benchmarks (``python -m bundle benchmark``): suites compared against plain-PyTorch baselines.
 
-Public names load lazily from their modules (:func:`bundle.utils.lazy.lazy_exports`).
+Modules (import names from them; the package itself exports nothing):
+
+- ``common``: What every benchmark suite shares: one result-row format and isolated runs with their peak memory.
+- ``gpu_check``: Summary of the prepared GPU check (``.ci/gpu_check.sh``): one results file with the card's figures.
+- ``localizer``: Benchmark suite ``localizer``: why the NT localiser is a centre heatmap and not MONAI's RetinaNet.
+- ``model``: Model benchmarks: training, data pipeline, encoder inference, FLOPs and the machine's peak.
+- ``runner``: Benchmarks, written as JSON and a Markdown table (``python -m bundle benchmark``).
+- ``streaming``: Streaming inference at two dataset sizes: peak memory must not grow with the number of images.
 """
-
-from bundle.utils.lazy import lazy_exports
-
-__getattr__, __all__ = lazy_exports(
-    __name__,
-    {
-        "PRESETS": "model",
-        "SUITE_NAMES": "runner",
-        "TRAINING_OPTIONS": "model",
-        "benchmark_encoder": "model",
-        "benchmark_flops": "model",
-        "benchmark_options": "model",
-        "benchmark_pipeline": "model",
-        "benchmark_scaling": "model",
-        "benchmark_streaming": "streaming",
-        "benchmark_synth": "runner",
-        "benchmark_training": "model",
-        "derived_rows": "runner",
-        "measured_peak_gflops": "model",
-        "result_row": "common",
-        "run_benchmarks": "runner",
-        "run_isolated": "common",
-        "run_suite_isolated": "runner",
-        "training_flops_per_image": "model",
-        "training_settings": "model",
-    },
-)

@@ -1,67 +1,19 @@
 """Data: readers, datalists, site splits, transforms (letterbox, ROI zoom), datasets, synthetic data.
 
-Public names load lazily from their modules (:func:`bundle.utils.lazy.lazy_exports`).
+Modules (import names from them; the package itself exports nothing):
+
+- ``datalist``: The datalist (SPEC 1.1): loading, path resolution and validation.
+- ``datasets``: Cached datasets: in memory (``CacheDataset``) or on disk (``PersistentDataset``) by one config key.
+- ``items``: Inference items: a folder of images or a datalist as items with a unique, file-name-safe case id.
+- ``leakage``: Leakage between splits that a per-entry check cannot see: shared patients and copied images (issue
+  19.9).
+- ``montage``: Montage of a datalist for visual review: a row per site, NT box drawn, plus zoomed NT crops.
+- ``readers``: Image readers for PNG/JPG/BMP, DICOM and NIfTI ultrasound frames (SPEC 1.2).
+- ``roi_zoom``: ROI-zoom view: the NT box plus a margin, cropped from the native image onto a fixed small canvas.
+- ``safe_transforms``: Transforms for batch runs that must go on past a bad image: the error is recorded, not raised.
+- ``shenzhen``: Converter for the public Shenzhen first-trimester dataset ("Dataset for Fetus Framework") (SPEC 1.2).
+- ``splits``: Hospital-wise splits derived at run time from ``site`` (SPEC 1.1).
+- ``transforms``: MONAI transforms of the bundle: ultrasound loading, letterbox with ROI offsets, ROI mask (SPEC 1.2,
+  2).
+- ``synthetic``: Synthetic multi-site first-trimester NT ultrasound (SPEC 1.3): the embedded default data.
 """
-
-from bundle.utils.lazy import lazy_exports
-
-__getattr__, __all__ = lazy_exports(
-    __name__,
-    {
-        "ConversionError": "shenzhen",
-        "ConversionReport": "shenzhen",
-        "DICOM_SUFFIXES": "readers",
-        "DatalistError": "datalist",
-        "LeakageError": "leakage",
-        "ImageReadError": "readers",
-        "LUMA_WEIGHTS": "readers",
-        "Letterbox": "transforms",
-        "LetterboxGeometry": "transforms",
-        "LetterboxROId": "transforms",
-        "LoadUltrasoundImage": "transforms",
-        "LoadUltrasoundImaged": "transforms",
-        "LoadedImage": "readers",
-        "NIFTI_SUFFIXES": "readers",
-        "PIL_SUFFIXES": "readers",
-        "Problem": "datalist",
-        "REQUIRED_COLUMNS": "shenzhen",
-        "ROIMaskd": "transforms",
-        "ROIZoom": "roi_zoom",
-        "ROIZoomGeometry": "roi_zoom",
-        "ROIZoomd": "roi_zoom",
-        "RandGainGammad": "transforms",
-        "RandROIJitterd": "transforms",
-        "SITES": "shenzhen",
-        "SafeLoadUltrasoundImaged": "safe_transforms",
-        "SafeROIZoomd": "safe_transforms",
-        "SPACING_RANGE_MM": "datalist",
-        "as_box_list": "transforms",
-        "cached_dataset": "datasets",
-        "convert_shenzhen": "shenzhen",
-        "find_annotation_sheet": "shenzhen",
-        "image_format": "readers",
-        "inference_items": "items",
-        "letterbox_image": "transforms",
-        "load_validated_datalist": "datalist",
-        "check_leakage": "leakage",
-        "find_leakage": "leakage",
-        "patient_key": "splits",
-        "read_annotation_rows": "shenzhen",
-        "read_datalist_json": "datalist",
-        "read_dicom": "readers",
-        "read_image": "readers",
-        "read_nifti": "readers",
-        "read_pil": "readers",
-        "resolve_path": "datalist",
-        "roi_mask": "transforms",
-        "site_names": "datalist",
-        "split_by_site": "splits",
-        "to_memory_format": "datasets",
-        "unletterbox_image": "transforms",
-        "unzoom_image": "roi_zoom",
-        "validate_entries": "datalist",
-        "view_to_crop": "roi_zoom",
-        "write_montage": "montage",
-        "zoom_image": "roi_zoom",
-    },
-)

@@ -130,16 +130,21 @@ def view_to_crop(view: torch.Tensor, geometry: ROIZoomGeometry) -> torch.Tensor:
     return F.interpolate(torch.as_tensor(view).float()[None], size=(cy1 - cy0, cx1 - cx0), mode="bilinear")[0]
 
 
-def unzoom_image(view: torch.Tensor, geometry: ROIZoomGeometry, background: torch.Tensor | None = None) -> torch.Tensor:
+def unzoom_image(
+    view: torch.Tensor, geometry: ROIZoomGeometry, background: torch.Tensor | None = None, feather: float = 0.0
+) -> torch.Tensor:
     """Map a (C, R, R) zoom view back into native geometry.
 
     Args:
         view: the zoom view (e.g. a reconstruction of it).
         geometry: from :meth:`ROIZoomGeometry.compute`.
         background: (C, H, W) native image the view is pasted into (zeros when None).
+        feather: width of a linear fade from ``background`` into the view at the crop's edges, as a
+            fraction of the crop's side (0: a hard edge). Below ``margin / (1 + 2 margin)`` (0.25 at the
+            default margin of 0.5) the fade stays in the margin and the NT box holds the view unchanged.
 
     Returns:
-        (C, H, W): ``background`` with the crop region replaced by the resampled view.
+        (C, H, W): ``background`` with the crop region replaced by (faded into) the resampled view.
     """
     v = torch.as_tensor(view).float()
     width, height = geometry.original_size
@@ -150,8 +155,22 @@ def unzoom_image(view: torch.Tensor, geometry: ROIZoomGeometry, background: torc
     crop = F.interpolate(v[None], size=(cy1 - cy0, cx1 - cx0), mode="bilinear", align_corners=False)[0]
     sx0, sy0, sx1, sy1 = max(cx0, 0), max(cy0, 0), min(cx1, width), min(cy1, height)
     if sx1 > sx0 and sy1 > sy0:
-        out[:, sy0:sy1, sx0:sx1] = crop[:, sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0]
+        inside = crop[:, sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0]
+        if feather > 0 and background is not None:
+            inside = torch.lerp(
+                out[:, sy0:sy1, sx0:sx1],
+                inside,
+                _fade(cx0, cx1, sx0, sx1, feather)[None, :] * _fade(cy0, cy1, sy0, sy1, feather)[:, None],
+            )
+        out[:, sy0:sy1, sx0:sx1] = inside
     return out
+
+
+def _fade(start: int, stop: int, first: int, last: int, feather: float) -> torch.Tensor:
+    """Weights of pixels ``first..last-1`` rising linearly from 0 at the crop's edges ``start``/``stop`` to 1."""
+    centres = torch.arange(first, last, dtype=torch.float32) + 0.5
+    distance = torch.minimum(centres - start, stop - centres)
+    return (distance / max(feather * (stop - start), 1.0)).clamp(0.0, 1.0)
 
 
 class ROIZoom(Transform):

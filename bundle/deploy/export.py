@@ -187,7 +187,8 @@ def export_encoder(
         FileNotFoundError: when the checkpoint is missing (with the command that makes it).
         RuntimeError: when an exported encoder differs from the in-bundle one by more than 1e-5.
     """
-    from bundle.utils.checkpoints import load_model_weights, saved_architecture, state_dict_sha256
+    from bundle.model.architecture import saved_architecture
+    from bundle.utils.checkpoints import load_model_weights, state_dict_sha256
 
     ckpt = Path(ckpt_file) if ckpt_file is not None else Path(output_dir) / "encoder.pt"
     if not ckpt.exists():

@@ -1,44 +1,16 @@
 """Evaluation: the main job's report, NT measurement and fidelity, robustness metrics, statistics.
 
-Public names load lazily from their modules (:func:`bundle.utils.lazy.lazy_exports`).
+Modules (import names from them; the package itself exports nothing):
+
+- ``agreement``: NT agreement as clinicians read it: Bland-Altman bias and 95 % limits of agreement, beside human
+  repeatability.
+- ``fidelity``: NT measurement fidelity: whether the NT is still measurable on a reconstruction, and how close it is.
+- ``localization``: How well the NT localiser finds the box: IoU, centre error in mm, and "NT visible" on NT and NT-
+  free views.
+- ``nt_measure``: Nuchal translucency thickness from an intensity profile across the band.
+- ``report``: Evaluate the best phase-1 and phase-2 checkpoints and write the report (SPEC 5).
+- ``robustness``: Evaluation beyond the per-image metrics (SPEC 5): ROI jitter robustness.
+- ``statistics``: Statistics for the evaluation report (SPEC 5): bootstrap intervals, paired tests, seed spread.
+- ``zoom_floor``: How much NT measurement fidelity the ROI-zoom view itself allows, and how sharp a reconstruction
+  must be.
 """
-
-from bundle.utils.lazy import lazy_exports
-
-__getattr__, __all__ = lazy_exports(
-    __name__,
-    {
-        "ALL_METRICS": "report",
-        "CONTENT_METRICS": "report",
-        "FIDELITY_ROWS": "report",
-        "JITTER_SCALES": "robustness",
-        "JITTER_SHIFTS_PX": "robustness",
-        "LOWER_IS_BETTER": "report",
-        "PAPER_DELTAS": "report",
-        "SHIFT_DIRECTIONS": "robustness",
-        "WITHIN_MM": "fidelity",
-        "batch_geometries": "report",
-        "bootstrap_ci": "statistics",
-        "canvas_to_zoom": "fidelity",
-        "evaluate_network": "report",
-        "fidelity_by_plane": "fidelity",
-        "fidelity_summary": "fidelity",
-        "item_geometry": "fidelity",
-        "jitter_perturbations": "robustness",
-        "measure_nt_in_roi": "nt_measure",
-        "measure_nt_profile": "nt_measure",
-        "native_reconstruction": "fidelity",
-        "nt_crops_figure": "report",
-        "nt_fidelity_row": "fidelity",
-        "paired_comparison": "statistics",
-        "per_image_rows": "report",
-        "perturb_box": "robustness",
-        "phase_deltas": "report",
-        "read_native": "fidelity",
-        "roi_jitter_metrics": "robustness",
-        "seed_spread": "statistics",
-        "summarize": "report",
-        "write_report": "report",
-        "zoom_predictions": "report",
-    },
-)

@@ -50,10 +50,18 @@ def canvas_to_zoom(canvas: torch.Tensor, letterbox: LetterboxGeometry, zoom: ROI
     return F.grid_sample(canvas[None].float(), grid.float(), mode="bilinear", align_corners=False)[0]
 
 
+#: the fade of the zoom view into the canvas, as a fraction of the crop's side (see :func:`unzoom_image`)
+ZOOM_FEATHER = 0.1
+
+
 def native_reconstruction(
     views: Mapping[str, torch.Tensor], letterbox: LetterboxGeometry, zoom: ROIZoomGeometry | None
 ) -> np.ndarray:
-    """A reconstruction in native geometry: the zoom view pasted back when there is one, else the canvas.
+    """A reconstruction in native geometry: the zoom view faded into the canvas when there is one, else the canvas.
+
+    The zoom view replaces the canvas inside its crop and fades into it over the outer 10 % of the
+    crop (:data:`ZOOM_FEATHER`), inside the margin around the NT box, so the box itself holds the zoom
+    view's pixels and no hard-edged rectangle shows where the two reconstructions meet.
 
     Args:
         views: one item's ``{"global": (1, S, S)}`` and optionally ``"roi": (1, R, R)``.
@@ -65,7 +73,7 @@ def native_reconstruction(
     """
     canvas = unletterbox_image(views["global"].float().cpu(), letterbox)
     if "roi" in views and zoom is not None:
-        return unzoom_image(views["roi"].float().cpu(), zoom, background=canvas)[0].numpy()
+        return unzoom_image(views["roi"].float().cpu(), zoom, background=canvas, feather=ZOOM_FEATHER)[0].numpy()
     return canvas[0].numpy()
 
 

@@ -1,55 +1,12 @@
 """The model: networks, view mosaics, batch packing for the engines, losses, metrics and gradient calibration.
 
-Public names load lazily from their modules (:func:`bundle.utils.lazy.lazy_exports`).
+Modules (import names from them; the package itself exports nothing):
+
+- ``batches``: Glue between the data items and MONAI's engines.
+- ``calibration``: Gradient calibration of the phase-2 loss weights (SPEC 4).
+- ``localizer``: NT localiser: finds the NT box (and whether an NT is visible at all) in an image that has none.
+- ``losses``: Losses of the two training phases (SPEC 4), as ``nn.Module``s whose constructors hold every knob.
+- ``metrics``: Reconstruction metrics (SPEC 4, 5): one implementation serves the losses, validation and reports.
+- ``network``: ROI-aware convolutional autoencoder (SPEC 3).
+- ``views``: How the global letterbox view and the ROI-zoom view travel as one tensor.
 """
-
-from bundle.utils.lazy import lazy_exports
-
-__getattr__, __all__ = lazy_exports(
-    __name__,
-    {
-        "CAEDecoder": "network",
-        "CAEEncoder": "network",
-        "DualViewCAE": "network",
-        "DualViewEncoder": "network",
-        "METRIC_NAMES": "metrics",
-        "MODELS": "network",
-        "MSSSIMLoss": "losses",
-        "MS_SSIM_WEIGHTS": "metrics",
-        "PER_IMAGE_METRICS": "metrics",
-        "ROIAwareCAE": "network",
-        "ROI_METRICS": "metrics",
-        "ROIBatch": "batches",
-        "ROICompositeLoss": "losses",
-        "ROIEdgeLoss": "losses",
-        "ROIL1Loss": "losses",
-        "ReconstructionMetric": "metrics",
-        "TERMS": "losses",
-        "ViewLayout": "views",
-        "WEIGHTINGS": "losses",
-        "WHOLE_VIEW_METRICS": "metrics",
-        "ZOOM_METRIC_NAMES": "metrics",
-        "build_autoencoder": "network",
-        "build_encoder": "network",
-        "calibrate_loss_weights": "calibration",
-        "conv_stages": "network",
-        "full_precision": "losses",
-        "gradient_norm": "calibration",
-        "ms_ssim": "metrics",
-        "ms_ssim_scales": "metrics",
-        "network_input": "batches",
-        "network_target": "batches",
-        "plain_tensor": "batches",
-        "psnr": "metrics",
-        "roi_edge_error": "metrics",
-        "roi_mae": "metrics",
-        "roi_terms_view": "metrics",
-        "roi_view_pair": "losses",
-        "sobel_magnitude": "metrics",
-        "split_target": "metrics",
-        "split_views": "metrics",
-        "ssim": "metrics",
-        "view_metrics": "metrics",
-        "weights_from_gradient_norms": "calibration",
-    },
-)

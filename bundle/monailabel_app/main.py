@@ -24,7 +24,7 @@ import logging
 import os
 
 from bundle import __version__
-from bundle.utils.checkpoints import ARCHITECTURE_KEYS
+from bundle.model.architecture import ARCHITECTURE_KEYS
 from bundle.utils.paths import REPO_ROOT
 from fastapi import HTTPException
 from lib.guards import guard_datastore, guard_endpoints, inferable_image, parse_roi

@@ -368,7 +368,7 @@ class BestModelSaver:
         mode: ``max`` or ``min`` (which direction is better).
         architecture: the settings that define the network (``model``, ``canvas_size``, ...), saved
             in ``best.json`` so that inference and export rebuild the same network
-            (:func:`bundle.utils.checkpoints.saved_architecture`).
+            (:func:`bundle.model.architecture.saved_architecture`).
     """
 
     def __init__(
