@@ -264,6 +264,15 @@ class ModelSaver:
         logger.info(f"saved {', '.join(str(p) for p in self.files)}")
 
 
+def register_resume_state(engine: Engine, name: str, obj: object) -> None:
+    """Have the engine's :class:`ResumeCheckpointHandler` save and restore ``obj`` under ``name``.
+
+    For a stateful handler defined in the engine's handler list, which the resume handler's
+    ``objects`` cannot reference without a list position.
+    """
+    engine.__dict__.setdefault("resume_objects", {})[name] = obj
+
+
 class ResumeCheckpointHandler:
     """Save everything needed to resume after every epoch, and resume from the newest save at start.
 
@@ -315,6 +324,10 @@ class ResumeCheckpointHandler:
         """Existing checkpoints, oldest first."""
         return sorted(self.checkpoint_dir.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[-1]))
 
+    def _objects(self, engine: Engine) -> dict:
+        """The given objects and those handlers registered on the engine (:func:`register_resume_state`)."""
+        return {**self.objects, **getattr(engine, "resume_objects", {})}
+
     def load(self, engine: Engine) -> None:
         """Restore the newest checkpoint, if any."""
         checkpoints = self._checkpoints()
@@ -328,7 +341,7 @@ class ResumeCheckpointHandler:
                 f"{error}. Delete it to train this phase again from its start, or give another --output_dir"
             ) from None
         max_epochs = engine.state.max_epochs
-        for name, obj in self.objects.items():
+        for name, obj in self._objects(engine).items():
             obj.load_state_dict(state[name])
         engine.load_state_dict(state["engine"])
         engine.state.max_epochs = max_epochs
@@ -344,7 +357,7 @@ class ResumeCheckpointHandler:
 
         if not is_rank0():
             return
-        state = {name: obj.state_dict() for name, obj in self.objects.items()}
+        state = {name: obj.state_dict() for name, obj in self._objects(engine).items()}
         state["engine"] = engine.state_dict()
         state["random"] = capture_random_state(self.random_sources)
         path = self.checkpoint_dir / f"checkpoint_epoch={engine.state.epoch}.pt"
@@ -425,11 +438,20 @@ class EarlyStopOnValidation:
         patience: validations without improvement before stopping.
         mode: ``max`` or ``min``.
         min_delta: smallest change that counts as an improvement.
+        state_name: save and restore the counters in the trainer's resume checkpoint under this name
+            (:func:`register_resume_state`); None: not resumable.
     """
 
     def __init__(
-        self, validator: Engine, metric: str, patience: int, mode: str = "max", min_delta: float = 0.0
+        self,
+        validator: Engine,
+        metric: str,
+        patience: int,
+        mode: str = "max",
+        min_delta: float = 0.0,
+        state_name: str | None = None,
     ) -> None:
+        self.state_name = state_name
         self.validator = validator
         self.metric = metric
         self.patience = patience
@@ -440,6 +462,8 @@ class EarlyStopOnValidation:
 
     def attach(self, engine: Engine) -> None:
         """Check after every trainer epoch that ran a validation, and at start (a resumed run that had stopped)."""
+        if self.state_name:
+            register_resume_state(engine, self.state_name, self)
         engine.add_event_handler(Events.STARTED, self.stop_if_exhausted)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
