@@ -26,7 +26,7 @@ if [ "${GPU_CHECK_TINY:-0}" = "1" ]; then
         --ddpm#num_head_channels 8 --ddpm#norm_num_groups 8 --segmentation#channels "[8,16,16,32]")
     cae_args=(--phase1_epochs 1 --phase2_epochs 1 --synthetic#per_site 8 --synthetic#workers 1 --synthetic#size "[160,120]"
         --canvas_size 64 --roi_canvas_size 32 --batch_size 4 --cache_workers 0 --calibration_batches 1
-        --scoring#check_data#per_site 2 --scoring#check_data#size "[64,64]")
+        --scoring#check_data#per_site 2 --scoring#check_data#size "[64,64]" --localizer_epochs 1 --localizer_refine_epochs 1)
 fi
 
 timed() {  # timed NAME COMMAND...: run it and append "NAME seconds" to the timings file

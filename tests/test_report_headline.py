@@ -36,3 +36,31 @@ def test_headline_judges_each_figure_against_its_target():
 
 def test_no_held_out_split_no_headline():
     assert headline_markdown({"phase2_minus_phase1": {}}) == ""
+
+
+def test_nt_crops_show_best_median_and_worst_per_plane_on_the_held_out_site():
+    from bundle.evaluation.report import chosen_cases
+
+    def row(case, error, standard, split="held_out", phase="phase2"):
+        return {
+            "phase": phase,
+            "split": split,
+            "case_id": case,
+            "standard_plane": standard,
+            "nt_original_mm": 2.0,
+            "nt_recon_mm": 2.0 + error,
+        }
+
+    rows = [row(f"s{i}", e, True) for i, e in enumerate([0.3, -0.01, 0.1, -0.9, 0.2])]
+    rows += [row("n0", 0.5, False), row("n1", -0.05, False), row("u0", 0.0, None)]  # unknown plane: standard
+    rows += [row("v0", 0.0, True, split="val"), row("p1", 0.0, True, phase="phase1")]
+    rows.append({**row("m0", 0.0, True), "nt_recon_mm": None})  # not measurable: never chosen
+    chosen = {(plane, rank): r["case_id"] for plane, rank, r in chosen_cases(rows)}
+    assert chosen == {
+        ("standard", "best"): "u0",
+        ("standard", "median"): "s4",
+        ("standard", "worst"): "s3",
+        ("non-standard", "best"): "n1",
+        ("non-standard", "median"): "n0",
+        ("non-standard", "worst"): "n0",
+    }

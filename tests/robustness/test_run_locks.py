@@ -41,7 +41,8 @@ def test_a_second_main_job_on_the_same_folders_is_refused_at_once(tmp_path):
     command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json"]
     command += ["--bundle_root", str(tmp_path), "--dataset_dir", str(tmp_path / "data"), *args]
     long_first = [*command, "--phase1_epochs", "500"]  # still training while the others start
-    first = subprocess.Popen(long_first, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # leaves a core to the runs that must be refused at once
+    first = subprocess.Popen(long_first, cwd=ROOT, env=one_thread, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         lock = tmp_path / "runs" / "quick" / LOCK_NAME
         deadline = time.monotonic() + 120
