@@ -20,7 +20,13 @@ def test_main_job_help_prints_the_settings_and_starts_nothing(tmp_path):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage: python -m monai.bundle run" in done.stdout
-    for text in ("--phase1_epochs", "epochs of phase 1", "train_localizer", "--localizer "):
+    for text in (
+        "--phase1_epochs",
+        "epochs of phase 1",
+        "train_localizer",
+        "--localizer ",
+        "--tracking configs/mlflow.json",
+    ):
         assert text in done.stdout, text
     assert not out.exists() and not (tmp_path / "models").exists()  # nothing trained, nothing written
 

@@ -118,6 +118,8 @@ def settings_help(config_files: Sequence[str]) -> str:
         if key not in SETTING_HELP and isinstance(value, str) and value.startswith(("$", "@", "%")):
             continue  # wiring, not a setting
         lines.append(f"  --{key:<{width}} {_shown(value):<24} {SETTING_HELP.get(key, '')}".rstrip())
+    if "setting_values" in merged:  # the main job
+        lines += ["", "experiment tracking: --tracking configs/mlflow.json (MLflow, both phases; docs/training.md)"]
     lines += ["", "docs: README.md, docs/training.md, docs/inference.md, docs/diffice.md"]
     return "\n".join(lines)
 
