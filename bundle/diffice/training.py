@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -361,10 +361,7 @@ def step_trainer(
     data_loader,
     epochs: int,
     saver,
-    output_dir: str | os.PathLike,
-    device: str | torch.device,
-    log_every: Callable,
-    show_progress: bool = False,
+    run: Mapping,
     inferer=None,
     random_sources: Sequence = (),
 ):
@@ -384,10 +381,9 @@ def step_trainer(
         data_loader: the training loader.
         epochs: epochs to train.
         saver: the handler that writes the step's model file.
-        output_dir: the run folder.
-        device: where to train.
-        log_every: ignite event filter of the loss log.
-        show_progress: draw a progress bar.
+        run: what every step shares (``step`` in ``diffice.json``): ``output_dir`` (the run folder),
+            ``device`` (where to train), ``log_every`` (ignite event filter of the loss log) and
+            ``show_progress`` (draw a progress bar).
         inferer: MONAI inferer (default ``SimpleInferer``).
         random_sources: datasets whose augmentation random states the resume checkpoint keeps.
 
@@ -399,6 +395,7 @@ def step_trainer(
     from monai.handlers import StatsHandler
     from monai.inferers import SimpleInferer
 
+    output_dir, log_every = run["output_dir"], run["log_every"]
     objects = {"model": network, "optimizer": optimizer}
     if hasattr(saver, "state_dict"):
         objects["saver"] = saver
@@ -410,10 +407,10 @@ def step_trainer(
         saver,
         PhaseCompleteHandler(step_marker(output_dir, name)),
     ]
-    if show_progress:
+    if run.get("show_progress", False):
         handlers.append(ProgressBarHandler(desc=name))
     return SupervisedTrainer(
-        device=device,
+        device=run["device"],
         max_epochs=int(epochs),
         train_data_loader=data_loader,
         network=network,
