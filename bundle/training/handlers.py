@@ -277,7 +277,9 @@ class ResumeCheckpointHandler:
     """Save everything needed to resume after every epoch, and resume from the newest save at start.
 
     Files are ``checkpoint_dir/checkpoint_epoch=N.pt`` written atomically (temporary file, then
-    rename); older ones are removed once the new one is in place. The engine itself (epoch,
+    rename); older ones are removed once the new one is in place. (Ignite's ``Checkpoint`` removes the
+    previous file before it writes the next one, so a kill between the two would leave no resume
+    point; that is why this handler is the bundle's own.) The engine itself (epoch,
     iteration) and every random stream (:func:`bundle.utils.rng.capture_random_state`: torch, NumPy,
     Python and the augmentation transforms of ``random_sources``) are saved with the given objects,
     so a resumed run continues bit for bit where the killed one stopped; loading uses
@@ -431,6 +433,9 @@ class EarlyStopOnValidation:
     """Stop the trainer when a validation metric has not improved for ``patience`` validations.
 
     Attach to the trainer after the ``ValidationHandler`` (handlers run in registration order).
+    Ignite's ``EarlyStopping`` attaches to the evaluator and needs the trainer when it is built, a
+    reference cycle in a config (trainer -> its handlers -> validator -> its handlers -> trainer), and
+    does not stop a resumed run whose patience had already run out; this one does both.
 
     Args:
         validator: the evaluator whose metrics are read.
