@@ -48,3 +48,16 @@ def test_main_job_records_both_phases_settings_and_report(tmp_path):
     assert "report" in artifacts and any(a.startswith("config_") for a in artifacts), artifacts
     report = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/metrics.md", "report/metrics.json", "report/per_image.csv"} <= report, report
+
+
+def test_tracking_without_mlflow_says_how_to_install_it(monkeypatch):
+    from bundle.training.errors import deliberate_error
+
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None)
+    try:
+        tracking.PhaseMLFlowHandler(prefix="phase1/", tracking_uri="sqlite:///unused.db")
+    except ValueError as error:
+        assert deliberate_error(error) is error  # printed alone, as the last line
+        assert 'pip install -e ".[tracking]"' in str(error)
+    else:
+        raise AssertionError("no error without MLflow")

@@ -12,6 +12,7 @@ config re-runs such a command with ``--tracking configs/mlflow.json`` (:func:`us
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,10 @@ class PhaseMLFlowHandler(MLFlowHandler):
     started: ClassVar[list[PhaseMLFlowHandler]] = []
 
     def __init__(self, prefix: str = "", **kwargs: Any) -> None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise ValueError(
+                'tracking: MLflow is not installed; pip install -e ".[tracking]" adds it (or run without --tracking)'
+            )
         super().__init__(**kwargs)
         self.prefix = prefix
 
