@@ -350,11 +350,11 @@ def nt_crops_figure(
     import matplotlib.pyplot as plt
 
     chosen = chosen_cases(fidelity_rows)
-    wanted = {row["case_id"]: (plane, rank, row["split"]) for plane, rank, row in chosen}
+    wanted = {row["case_id"]: row["split"] for _, _, row in chosen}
     panels = {}
     for split, loader in loaders.items():
         for batch in loader:
-            hits = [i for i, c in enumerate(batch["case_id"]) if wanted.get(c, (None, None, None))[2] == split]
+            hits = [i for i, c in enumerate(batch["case_id"]) if wanted.get(c) == split]
             if not hits:
                 continue
             with torch.no_grad():
@@ -370,7 +370,7 @@ def nt_crops_figure(
                 for phase, v in views.items():
                     shown.append((phase, native_reconstruction({k: t[i] for k, t in v.items()}, letterbox, zoom)))
                 panels[entry["case_id"]] = (split, entry, shown)
-    rows = [(plane, rank, panels[case_id]) for case_id, (plane, rank, _) in wanted.items() if case_id in panels]
+    rows = [(plane, rank, panels[row["case_id"]]) for plane, rank, row in chosen if row["case_id"] in panels]
     if not rows:
         return
     columns = 1 + len(network_by_phase)

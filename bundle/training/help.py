@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["SETTING_HELP", "settings_help", "exit_with_help_if_asked"]
+__all__ = ["SETTING_HELP", "settings_help", "is_bundle_command", "exit_with_help_if_asked"]
 
 #: one line per user-facing setting (keys of train.json, inference.json and diffice.json)
 SETTING_HELP = {
@@ -124,12 +124,15 @@ def settings_help(config_files: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def is_bundle_command(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` (``sys.argv``) is a ``python -m monai.bundle`` command line."""
+    return bool(argv) and "monai" in Path(argv[0]).parts and "bundle" in Path(argv[0]).parts
+
+
 def exit_with_help_if_asked(argv: Sequence[str] | None = None) -> None:
     """Print :func:`settings_help` and exit 0 when ``argv`` is a ``monai.bundle`` command with ``--help`` / ``-h``."""
     argv = list(sys.argv if argv is None else argv)
-    if not argv or not any(a in ("--help", "-h") for a in argv[1:]):
-        return
-    if "monai" not in Path(argv[0]).parts or "bundle" not in Path(argv[0]).parts:
+    if not is_bundle_command(argv) or not any(a in ("--help", "-h") for a in argv[1:]):
         return
     files = _config_files(argv)
     if files:

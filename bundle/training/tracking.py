@@ -19,14 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bundle.utils.paths import REPO_ROOT
+from bundle.training.help import is_bundle_command
+from bundle.utils.paths import config_file
 from monai.handlers import MLFlowHandler
 from monai.utils import flatten_dict
 
 __all__ = ["PhaseMLFlowHandler", "finish_tracking", "bundle_settings_argv", "use_bundle_settings"]
 
 #: the bundle's tracking settings, beside train.json
-SETTINGS_FILE = str(REPO_ROOT / "configs" / "mlflow.json")
+SETTINGS_FILE = str(config_file("mlflow.json"))
 
 
 class PhaseMLFlowHandler(MLFlowHandler):
@@ -107,7 +108,7 @@ def bundle_settings_argv(argv: Sequence[str]) -> list[str] | None:
 def use_bundle_settings(argv: Sequence[str] | None = None) -> None:
     """Re-run a ``monai.bundle`` command that asks for ``--tracking mlflow`` with the bundle's settings."""
     argv = list(sys.argv if argv is None else argv)
-    if not argv or "monai" not in Path(argv[0]).parts or "bundle" not in Path(argv[0]).parts:
+    if not is_bundle_command(argv):
         return
     args = bundle_settings_argv(argv)
     if args is not None and Path(SETTINGS_FILE).is_file():
