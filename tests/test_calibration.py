@@ -7,7 +7,7 @@ import torch
 from bundle.model.calibration import calibrate_loss_weights
 from bundle.model.losses import ROICompositeLoss
 from bundle.model.network import ROIAwareCAE
-from bundle.training.handlers import GradientCalibrationHandler
+from bundle.training.calibration import GradientCalibrationHandler
 from ignite.engine import Engine
 
 

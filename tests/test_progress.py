@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import torch
-from bundle.training.progress import ProgressLogHandler
+from bundle.training.progress import ProgressHandler, ProgressLogHandler
 from ignite.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +36,18 @@ def test_the_default_interval_logs_only_at_epoch_ends_of_a_fast_run(caplog):
 
 def test_both_phases_log_progress_when_there_is_no_terminal():
     config = json.loads((ROOT / "configs/train.json").read_text())
-    for phase in (config["train"], config["phase2"]):
-        (handler,) = [
-            h for h in phase["handlers"] if isinstance(h, dict) and h["_target_"].endswith("ProgressLogHandler")
-        ]
-        assert handler["interval"] == "@progress_interval" and "@show_progress" in handler["_disabled_"]
+    logging_def = config["phase_logging"]
+    assert logging_def["show_progress"] == "@show_progress"
+    assert logging_def["progress_interval"] == "@progress_interval"
+    for phase, tag in ((config["train"], "phase1"), (config["phase2"], "phase2")):
+        (handler,) = [h for h in phase["handlers"] if h["_target_"] == "@phase_logging"]
+        assert handler["tag"] == tag
     assert config["progress_interval"] <= 30
+
+
+def test_progress_handler_logs_lines_without_a_terminal(caplog):
+    engine = Engine(lambda e, b: {"loss": torch.tensor(0.5)})
+    ProgressHandler("phase 1", bar="false", interval=0.0).attach(engine)
+    with caplog.at_level(logging.INFO, logger="fetal_nt_roi_cae"):
+        engine.run(range(2), max_epochs=1)
+    assert [r.getMessage().split(",")[0] for r in caplog.records][0] == "phase 1: epoch 1/1"

@@ -173,7 +173,7 @@ def benchmark_pipeline(quick: bool = False) -> list[dict]:
         parser = load_config(TRAIN_CONFIG)
         chains = {
             "letterbox": parser.get_parsed_content("preprocessing"),
-            "training": parser.get_parsed_content("train#dataset#transform"),
+            "training": parser.get_parsed_content("train#transform"),
         }
         for chain_name, chain in chains.items():
             disk = Path(tmp) / f"cache_{chain_name}"

@@ -270,10 +270,38 @@ class EMAHandler:
 
     def save(self) -> None:
         """Write the EMA weights as the network's ``state_dict``."""
-        from bundle.training.handlers import is_rank0, save_models
+        from bundle.utils.checkpoints import save_models
+        from bundle.utils.distributed import is_rank0
 
         if is_rank0():
             save_models({self.path: self.ema.module})
+
+
+class ModelSaver:
+    """Save modules as plain ``state_dict`` files (atomically, rank 0) when the engine completes.
+
+    Args:
+        files: path -> module.
+    """
+
+    def __init__(self, files: dict) -> None:
+        self.files = {os.fspath(path): module for path, module in files.items()}
+
+    def attach(self, engine) -> None:
+        """Run on ``Events.COMPLETED``."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine=None) -> None:
+        """Write every file (rank 0)."""
+        from bundle.utils.checkpoints import save_models
+        from bundle.utils.distributed import is_rank0
+
+        if not is_rank0():
+            return
+        save_models(self.files)
+        logger.info(f"saved {', '.join(self.files)}")
 
 
 class BestBalancedAccuracySaver:
@@ -341,7 +369,8 @@ class BestBalancedAccuracySaver:
 
     def __call__(self, engine) -> None:
         """Save the network when the validation balanced accuracy improves."""
-        from bundle.training.handlers import is_rank0, save_models
+        from bundle.utils.checkpoints import save_models
+        from bundle.utils.distributed import is_rank0
 
         value = self.evaluate()
         epoch = int(engine.state.epoch)
@@ -369,7 +398,7 @@ def step_trainer(
 
     Handlers, in order: resume from ``output_dir/checkpoints/<name>`` (network, optimiser and the
     saver's state, every random stream), loss logging every ``log_every`` iterations, the ``saver``
-    (:class:`~bundle.training.handlers.ModelSaver`, :class:`BestBalancedAccuracySaver` or
+    (:class:`ModelSaver`, :class:`BestBalancedAccuracySaver` or
     :class:`EMAHandler`), the completion marker ``steps/<name>.json`` and a progress bar on a terminal.
 
     Args:
@@ -390,7 +419,8 @@ def step_trainer(
     Returns:
         the trainer.
     """
-    from bundle.training.handlers import PhaseCompleteHandler, ProgressBarHandler, ResumeCheckpointHandler
+    from bundle.training.handlers import PhaseCompleteHandler, ResumeCheckpointHandler
+    from bundle.training.progress import ProgressBarHandler
     from monai.engines import SupervisedTrainer
     from monai.handlers import StatsHandler
     from monai.inferers import SimpleInferer

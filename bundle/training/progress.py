@@ -1,7 +1,8 @@
-"""Progress without a terminal: a log line at least every ``interval`` seconds with epoch, iteration, loss and ETA.
+"""Progress of a training phase: a bar on a terminal, else a log line every ``interval`` seconds with the ETA.
 
-The progress bar (``ProgressBarHandler``) shows only on a terminal; in a CI log, under ``nohup`` or
-in a cluster job an epoch would otherwise pass in silence. :class:`ProgressLogHandler` logs::
+The progress bar (:class:`ProgressBarHandler`) shows only on a terminal (:class:`ProgressHandler` picks);
+in a CI log, under ``nohup`` or in a cluster job an epoch would otherwise pass in silence.
+:class:`ProgressLogHandler` logs::
 
     phase 1: epoch 3/30, iteration 12/16, loss 0.2154, 5.7 s/epoch, elapsed 0:00:15, ETA 0:02:36
 
@@ -76,3 +77,42 @@ class ProgressLogHandler:
     def _log(self, engine: Engine) -> None:
         self._last = time.perf_counter()
         logger.info(self.line(engine))
+
+
+class ProgressBarHandler:
+    """Ignite progress bar showing the running loss of a trainer.
+
+    Args:
+        desc: text before the bar.
+    """
+
+    def __init__(self, desc: str = "") -> None:
+        self.desc = desc
+
+    def attach(self, engine: Engine) -> None:
+        """Attach the bar to the engine's iterations."""
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False, desc=self.desc).attach(
+            engine, output_transform=lambda output: {"loss": float(output["loss"])}
+        )
+
+
+class ProgressHandler:
+    """A progress bar on a terminal (``bar``), else a progress line every ``interval`` seconds.
+
+    Args:
+        desc: what is training (``phase 1``).
+        bar: draw :class:`ProgressBarHandler` (the config's ``show_progress``: a terminal) instead
+            of logging :class:`ProgressLogHandler` lines.
+        interval: seconds between log lines within an epoch.
+    """
+
+    def __init__(self, desc: str = "", bar: bool = False, interval: float = 30.0) -> None:
+        from bundle.training.settings import as_flag
+
+        self.handler = ProgressBarHandler(desc) if as_flag(bar) else ProgressLogHandler(desc, interval)
+
+    def attach(self, engine: Engine) -> None:
+        """Attach the bar or the log lines."""
+        self.handler.attach(engine)

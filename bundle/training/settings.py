@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from numbers import Integral, Real
 
-__all__ = ["RULES", "as_flag", "check_setting_values"]
+__all__ = ["RULES", "RUN_KEYS", "as_flag", "check_setting_values", "run_settings"]
 
 FLAG_WORDS = {"true": True, "false": False}
 
@@ -105,3 +105,36 @@ def check_setting_values(values: dict) -> dict:
     if problems:
         raise ValueError("; ".join(problems) + " (nothing was started)")
     return values
+
+
+#: the settings that define a run folder (``output_dir/run_settings.json``): a resume with others is refused
+RUN_KEYS = (
+    "held_out_site",
+    "val_fraction",
+    "seed",
+    "model",
+    "canvas_size",
+    "roi_canvas_size",
+    "roi_margin",
+    "network_widths",
+    "roi_network_widths",
+    "latent_dim",
+    "loss_weighting",
+    "phase2_freeze",
+    "augment",
+)
+
+
+def run_settings(dataset_dir: str, values: dict, architecture: dict) -> dict:
+    """The settings that define a run (:data:`RUN_KEYS` and the dataset), for ``check_run_settings``.
+
+    Args:
+        dataset_dir: the dataset folder or datalist.
+        values: the checked setting values (``setting_values`` of ``train.json``).
+        architecture: the network's settings (``architecture``), which hold the widths.
+
+    Returns:
+        ``{"dataset_dir": ..., key: value for each of RUN_KEYS}``.
+    """
+    known = {**values, **architecture}
+    return {"dataset_dir": dataset_dir, **{key: known[key] for key in RUN_KEYS}}

@@ -140,3 +140,16 @@ def checked_checkpoint(path: str | os.PathLike, what: str = "model checkpoint") 
     """
     read_checkpoint(path, what)
     return str(path)
+
+
+def save_models(files: dict) -> None:
+    """Write each module's plain ``state_dict`` to its path, atomically (the zoo's ``models/model.pt`` format).
+
+    Args:
+        files: path -> module.
+    """
+    from bundle.utils.atomic import atomic_path
+
+    for path, module in files.items():
+        with atomic_path(path) as tmp:
+            torch.save(module.state_dict(), tmp)
