@@ -28,12 +28,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from bundle.data.geometry import geometries_of
 from bundle.data.items import inference_items
 from bundle.data.readers import ImageReadError
 from bundle.data.safe_transforms import SafeLoadUltrasoundImaged, SafeROIZoomd
-from bundle.data.transforms import LetterboxGeometry
 from bundle.deploy.engine import InferenceBatch, LatentInferer, batch_metrics, collate_items, prepare_image
-from bundle.deploy.writer import ROW_COLUMNS, InferenceWriter, to_uint8, zoom_geometry
+from bundle.deploy.writer import ROW_COLUMNS, InferenceWriter, to_uint8
 from bundle.evaluation.fidelity import native_reconstruction
 from bundle.model.metrics import split_views
 from bundle.model.views import ViewLayout
@@ -123,11 +123,11 @@ class Reconstructor:
         output = LatentInferer()(inputs, self.network)
         views = split_views(output["pred"].float().cpu())
         latent = output["latent"][0].float().cpu().numpy()
-        geometry = LetterboxGeometry.from_dict(item["letterbox"])
+        geometry, zoom = geometries_of(batch, 0)
         scores = {}
         if self.scorer is not None:
             scores = {name: values[0].item() for name, values in self.scorer.score(latent[None]).items()}
-        recon = native_reconstruction({k: v[0] for k, v in views.items()}, geometry, zoom_geometry(batch, 0))
+        recon = native_reconstruction({k: v[0] for k, v in views.items()}, geometry, zoom)
         return {
             "reconstruction": np.clip(recon, 0, 1).astype(np.float32),
             "latent": latent,

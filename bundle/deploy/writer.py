@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from bundle.data.roi_zoom import ROIZoomGeometry, view_to_crop
-from bundle.data.transforms import LetterboxGeometry
+from bundle.data.geometry import geometries_of
+from bundle.data.roi_zoom import view_to_crop
 from bundle.deploy.engine import batch_metrics
 from bundle.evaluation.fidelity import native_reconstruction
 from bundle.model.metrics import split_views
@@ -102,12 +102,6 @@ def box_fields(batch: dict, i: int) -> dict:
         "roi_confidence": "" if field("roi_confidence") is None else field("roi_confidence"),
         "note": field("no_nt") or "",
     }
-
-
-def zoom_geometry(batch: dict, i: int) -> ROIZoomGeometry | None:
-    """The zoom geometry of item ``i`` of a collated inference batch (None for the paper model or a missing box)."""
-    geometries = batch.get("roi_zoom")
-    return ROIZoomGeometry.from_dict(geometries[i]) if geometries and geometries[i] is not None else None
 
 
 def _write_derived_dicom(source: str, recon: np.ndarray, target: Path) -> None:
@@ -212,8 +206,7 @@ class InferenceWriter:
             row["status"] = "no_nt"
             logger.warning("%s: %s", row["image"], row["note"])
             return row
-        geometry = LetterboxGeometry.from_dict(batch["letterbox"][i])
-        zoom = zoom_geometry(batch, i)
+        geometry, zoom = geometries_of(batch, i)
         recon = np.clip(native_reconstruction(pred, geometry, zoom), 0, 1)
         width, height = geometry.original_size
         row.update({"status": "ok", "original_width": width, "original_height": height})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -390,7 +390,10 @@ def step_trainer(
     data_loader,
     epochs: int,
     saver,
-    run: Mapping,
+    output_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    log_every: Callable | int = 1,
+    show_progress: bool = False,
     inferer=None,
     random_sources: Sequence = (),
 ):
@@ -410,9 +413,10 @@ def step_trainer(
         data_loader: the training loader.
         epochs: epochs to train.
         saver: the handler that writes the step's model file.
-        run: what every step shares (``step`` in ``diffice.json``): ``output_dir`` (the run folder),
-            ``device`` (where to train), ``log_every`` (ignite event filter of the loss log) and
-            ``show_progress`` (draw a progress bar).
+        output_dir: the run folder (checkpoints, markers).
+        device: where to train.
+        log_every: iterations between loss log lines (or an ignite event filter).
+        show_progress: draw a progress bar.
         inferer: MONAI inferer (default ``SimpleInferer``).
         random_sources: datasets whose augmentation random states the resume checkpoint keeps.
 
@@ -421,11 +425,11 @@ def step_trainer(
     """
     from bundle.training.handlers import PhaseCompleteHandler, ResumeCheckpointHandler
     from bundle.training.progress import ProgressBarHandler
+    from bundle.training.settings import as_flag
     from monai.engines import SupervisedTrainer
     from monai.handlers import StatsHandler
     from monai.inferers import SimpleInferer
 
-    output_dir, log_every = run["output_dir"], run["log_every"]
     objects = {"model": network, "optimizer": optimizer}
     if hasattr(saver, "state_dict"):
         objects["saver"] = saver
@@ -437,10 +441,10 @@ def step_trainer(
         saver,
         PhaseCompleteHandler(step_marker(output_dir, name)),
     ]
-    if run.get("show_progress", False):
+    if as_flag(show_progress):
         handlers.append(ProgressBarHandler(desc=name))
     return SupervisedTrainer(
-        device=run["device"],
+        device=device,
         max_epochs=int(epochs),
         train_data_loader=data_loader,
         network=network,

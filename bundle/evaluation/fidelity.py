@@ -23,17 +23,6 @@ WITHIN_MM = 0.2
 MEASURE = object()  # sentinel of nt_fidelity_row: measure the original there
 
 
-def item_geometry(collated: Mapping, index: int) -> dict:
-    """Geometry dict of item ``index`` from a collated batch (lists of tensors become numbers)."""
-
-    def pick(value):
-        if isinstance(value, (list, tuple)):
-            return [pick(v) for v in value]
-        return value[index].item() if hasattr(value, "shape") and value.ndim else value
-
-    return {key: pick(value) for key, value in collated.items()}
-
-
 def canvas_to_zoom(canvas: torch.Tensor, letterbox: LetterboxGeometry, zoom: ROIZoomGeometry) -> torch.Tensor:
     """Resample a (C, S, S) canvas onto the zoom view's (C, R, R) grid (bilinear).
 
@@ -117,6 +106,25 @@ def nt_fidelity_row(
 def read_native(entry: Mapping) -> np.ndarray:
     """The entry's native image as an (H, W) float array in [0, 1]."""
     return read_image(entry["image"]).array
+
+
+class OriginalNT:
+    """The NT measured on each native original in its box: each image read from disk once, then remembered.
+
+    The measurement depends only on the image, the box and the spacing, not on which network
+    reconstructed it, so one instance serves every phase and split of a report.
+    """
+
+    def __init__(self) -> None:
+        self._measured: dict[tuple, dict | None] = {}
+
+    def __call__(self, entry: Mapping) -> dict | None:
+        """:func:`measure_original` of the entry (None where no band was found)."""
+        box, spacing = (tuple(np.asarray(entry[k], dtype=float).ravel()) for k in ("roi", "pixel_spacing_mm"))
+        key = (str(entry["image"]), box, spacing)
+        if key not in self._measured:
+            self._measured[key] = measure_original(read_native(entry), entry)
+        return self._measured[key]
 
 
 def is_standard_plane(row: Mapping) -> bool:

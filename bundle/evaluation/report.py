@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bundle.data.roi_zoom import ROIZoomGeometry
-from bundle.data.transforms import LetterboxGeometry
+from bundle.data.geometry import batch_geometries
 from bundle.evaluation.fidelity import (
+    OriginalNT,
     canvas_to_zoom,
     fidelity_by_plane,
-    item_geometry,
     native_reconstruction,
     nt_fidelity_row,
     read_native,
@@ -62,18 +61,6 @@ def _content_boxes(letterbox: dict, batch_size: int) -> list[tuple[int, int, int
         width, height = int(letterbox["resized_size"][0][i]), int(letterbox["resized_size"][1][i])
         boxes.append((dx, dy, dx + width, dy + height))
     return boxes
-
-
-def batch_geometries(batch: dict) -> list[tuple[LetterboxGeometry, ROIZoomGeometry | None]]:
-    """Letterbox and (when present) zoom geometry of every item of a collated batch."""
-    n = len(batch["case_id"])
-    return [
-        (
-            LetterboxGeometry.from_dict(item_geometry(batch["letterbox"], i)),
-            ROIZoomGeometry.from_dict(item_geometry(batch["roi_zoom"], i)) if "roi_zoom" in batch else None,
-        )
-        for i in range(n)
-    ]
 
 
 def zoom_predictions(preds: torch.Tensor, batch: dict) -> torch.Tensor | None:
@@ -120,11 +107,18 @@ def per_image_rows(preds: torch.Tensor, batch: dict) -> list[dict]:
     return rows
 
 
-@torch.no_grad()
 def evaluate_network(
-    network: nn.Module, data_loader, device: str | torch.device = "cpu", entries: dict | None = None
+    network: nn.Module,
+    data_loader,
+    device: str | torch.device = "cpu",
+    entries: dict | None = None,
+    originals: OriginalNT | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Per-image metrics (:func:`per_image_rows`) and NT fidelity rows of a network over a loader.
+    """Per-image metrics and NT fidelity rows of a network over a loader, as ``run evaluating`` computes them.
+
+    A MONAI ``SupervisedEvaluator`` runs the network with the savers of ``configs/evaluate.json``
+    (:class:`~bundle.evaluation.savers.PerImageMetricsSaver`,
+    :class:`~bundle.evaluation.savers.NTFidelitySaver`) collecting rows instead of writing them.
 
     Args:
         network: the autoencoder.
@@ -132,31 +126,45 @@ def evaluate_network(
         device: where to run.
         entries: ``case_id -> datalist entry`` for the NT fidelity (native image, box, spacing,
             ``meta.nt_mm``); None or entries without ``pixel_spacing_mm`` skip it.
+        originals: the NT measured on the originals, shared across evaluations of the same images.
 
     Returns:
-        (metric rows, fidelity rows).
+        (metric rows of :func:`per_image_rows`, fidelity rows of :func:`batch_fidelity_rows`).
     """
-    network.eval()
-    rows, fidelity = [], []
-    for batch in data_loader:
-        preds = network(network_input(network, batch, device)).float().cpu()
-        rows += per_image_rows(preds, batch)
-        if entries:
-            fidelity += batch_fidelity_rows(preds, batch, entries)
-    return rows, fidelity
+    from bundle.evaluation.savers import NTFidelitySaver, PerImageMetricsSaver
+    from bundle.model.batches import ROIBatch
+    from bundle.model.views import ViewLayout
+    from monai.engines import SupervisedEvaluator
+
+    savers = [PerImageMetricsSaver()]
+    if entries:
+        savers.append(NTFidelitySaver(entries=entries, originals=originals))
+    SupervisedEvaluator(
+        device=device,
+        val_data_loader=data_loader,
+        network=network,
+        prepare_batch=ROIBatch(dual_view=ViewLayout.of(network).dual_view),
+        val_handlers=savers,
+        decollate=False,
+    ).run()
+    return savers[0].rows, savers[1].rows if entries else []
 
 
-def batch_fidelity_rows(preds: torch.Tensor, batch: dict, entries: dict) -> list[dict]:
+def batch_fidelity_rows(
+    preds: torch.Tensor, batch: dict, entries: dict, originals: OriginalNT | None = None
+) -> list[dict]:
     """NT fidelity rows (:func:`~bundle.evaluation.fidelity.nt_fidelity_row`) of one batch's reconstructions.
 
     Args:
         preds: the batch's reconstructions (view mosaics or canvases).
         batch: the collated batch (``case_id`` and the geometries).
         entries: ``case_id -> datalist entry``; entries missing or without ``pixel_spacing_mm`` are skipped.
+        originals: the NT measured on the originals (read once, kept); None: a new one.
 
     Returns:
         ``{"case_id", "site", **nt_fidelity_row(...)}`` per measured image.
     """
+    originals = originals if originals is not None else OriginalNT()
     views = split_views(preds.detach().float().cpu())
     fidelity = []
     for i, (letterbox, zoom) in enumerate(batch_geometries(batch)):
@@ -164,7 +172,7 @@ def batch_fidelity_rows(preds: torch.Tensor, batch: dict, entries: dict) -> list
         if entry is None or entry.get("pixel_spacing_mm") is None:
             continue
         recon = native_reconstruction({k: v[i] for k, v in views.items()}, letterbox, zoom)
-        row = nt_fidelity_row(read_native(entry), recon, entry)
+        row = nt_fidelity_row(None, recon, entry, measured_original=originals(entry))
         fidelity.append({"case_id": entry["case_id"], "site": int(entry["site"]), **row})
     return fidelity
 
@@ -444,11 +452,12 @@ def write_report(
     results: dict[str, dict] = {}
     fidelity: dict[str, dict] = {}
     by_case = {e["case_id"]: e for e in entries} if entries else None
+    originals = OriginalNT()  # each native original is read once for every phase and split
     for phase, network in networks.items():
         results[phase] = {}
         fidelity[phase] = {}
         for split, loader in loaders.items():
-            rows, nt_rows = evaluate_network(network, loader, device, by_case)
+            rows, nt_rows = evaluate_network(network, loader, device, by_case, originals)
             results[phase][split] = summarize(rows)
             per_image += [{"phase": phase, "split": split, **row} for row in rows]
             if nt_rows:

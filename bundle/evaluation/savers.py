@@ -1,12 +1,19 @@
-"""Ignite handlers that write an evaluator's per-image outputs: reconstruction metrics and NT fidelity."""
+"""Ignite handlers that collect an evaluator's per-image outputs (reconstruction metrics, NT fidelity) and write them.
+
+``run evaluating`` (``configs/evaluate.json``) attaches them with an output folder; the main job's
+report (:func:`bundle.evaluation.report.evaluate_network`) attaches them without one and reads
+their rows, so both compute every figure the same way.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from bundle.evaluation.fidelity import OriginalNT
 from bundle.utils.atomic import atomic_write_json
 from bundle.utils.distributed import is_rank0
 from ignite.engine import Engine, Events
@@ -20,22 +27,23 @@ class _EvaluationRowsSaver:
     Subclasses implement ``batch_rows(preds, batch)`` and ``write(engine)``.
 
     Args:
-        output_dir: folder of the outputs.
+        output_dir: folder of the outputs; None collects the rows without writing.
     """
 
-    def __init__(self, output_dir: str | os.PathLike) -> None:
-        self.output_dir = Path(output_dir)
+    def __init__(self, output_dir: str | os.PathLike | None = None) -> None:
+        self.output_dir = Path(output_dir) if output_dir is not None else None
         self.rows: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
         """Collect after every iteration, write at completion."""
         engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self.write)
+        if self.output_dir is not None:
+            engine.add_event_handler(Events.COMPLETED, self.write)
 
     def collect(self, engine: Engine) -> None:
-        """Add the current batch's rows."""
-        self.rows += self.batch_rows(engine.state.output["pred"], engine.state.batch)
+        """Add the current batch's rows (computed on the CPU in float32, whatever the device)."""
+        self.rows += self.batch_rows(engine.state.output["pred"].detach().float().cpu(), engine.state.batch)
 
     def batch_rows(self, preds: torch.Tensor, batch: dict) -> list[dict]:
         """The rows of one batch (``decollate=False`` output)."""
@@ -98,23 +106,32 @@ class NTFidelitySaver(_EvaluationRowsSaver):
     ``bland_altman.png``.
 
     Args:
-        output_dir: folder of the outputs.
+        output_dir: folder of the outputs (None: collect only).
         entries: the evaluated datalist entries (``case_id``, ``image``, ``roi``,
             ``pixel_spacing_mm``); entries without a spacing are skipped (the NT is in mm).
         constant_nt_mm: the constant-NT null baseline (the training originals' median,
             :func:`bundle.evaluation.report.constant_nt`); None leaves it out.
+        originals: the NT measured on each original (:class:`~bundle.evaluation.fidelity.OriginalNT`),
+            shared by evaluations of the same images so each is read once; None: a new one.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, entries: list[dict], constant_nt_mm: float | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        entries: list[dict] | Mapping[str, dict] = (),
+        constant_nt_mm: float | None = None,
+        originals: OriginalNT | None = None,
+    ) -> None:
         super().__init__(output_dir)
-        self.entries = {e["case_id"]: e for e in entries}
+        self.entries = dict(entries) if isinstance(entries, Mapping) else {e["case_id"]: e for e in entries}
         self.constant_nt_mm = constant_nt_mm
+        self.originals = originals if originals is not None else OriginalNT()
 
     def batch_rows(self, preds: torch.Tensor, batch: dict) -> list[dict]:
         """The NT measurements of the batch's images."""
         from bundle.evaluation.report import batch_fidelity_rows
 
-        return batch_fidelity_rows(preds, batch, self.entries)
+        return batch_fidelity_rows(preds, batch, self.entries, self.originals)
 
     def write(self, engine: Engine) -> None:
         """Write the files (rank 0)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["SETTING_HELP", "settings_help", "is_bundle_command", "exit_with_help_if_asked"]
+__all__ = ["SETTING_HELP", "settings_help", "is_run_id", "is_bundle_command", "exit_with_help_if_asked"]
 
 #: one line per user-facing setting (keys of train.json, inference.json and diffice.json)
 SETTING_HELP = {
@@ -85,6 +86,21 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def is_run_id(config: dict, key: str) -> bool:
+    """Whether a top-level key of a config is a command: a list of ``$`` expressions, or one nothing refers to.
+
+    ``initialize`` and ``finalize`` (which MONAI runs around every command) and ``imports`` are not.
+    """
+    value = config[key]
+    if key in ("imports", "initialize", "finalize"):
+        return False
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(item, str) and item.startswith("$") for item in value)
+    if not isinstance(value, str) or not value.startswith("$"):
+        return False
+    return not re.search(rf"[@%]{re.escape(key)}(?![\w])", json.dumps(config))
+
+
 def settings_help(config_files: Sequence[str]) -> str:
     """The help text: usage, the run ids and every plain setting with its default and one line.
 
@@ -97,11 +113,7 @@ def settings_help(config_files: Sequence[str]) -> str:
     merged: dict = {}
     for path in config_files:
         merged.update(json.loads(Path(path).read_text()))
-    run_ids = [
-        k
-        for k, v in merged.items()
-        if k not in ("imports", "initialize", "finalize") and isinstance(v, list) and v and str(v[0]).startswith("$@")
-    ]
+    run_ids = [k for k in merged if is_run_id(merged, k)]
     width = max((len(k) for k in merged), default=10) + 2
     lines = [
         "usage: python -m monai.bundle run [RUN_ID] --config_file FILE [--SETTING VALUE ...]",

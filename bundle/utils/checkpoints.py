@@ -1,4 +1,4 @@
-"""Reading checkpoints safely: ``weights_only=True`` everywhere, and errors that name the file and the fix.
+"""Checkpoints read safely (``weights_only=True``, errors that name the file and the fix) and saved atomically.
 
 Every place the bundle reads a ``.pt`` file goes through :func:`read_checkpoint`. A pickle that
 would build arbitrary objects (and could run code) is refused with :class:`UnsafeCheckpointError`;
