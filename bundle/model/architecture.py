@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ARCHITECTURE_KEYS", "DEFAULT_ARCHITECTURE", "saved_architecture"]
+from torch import nn
+
+__all__ = ["ARCHITECTURE_KEYS", "DEFAULT_ARCHITECTURE", "build_from", "saved_architecture"]
 
 #: the network of the main job's defaults (``configs/train.json`` states the same; a test keeps them equal)
 DEFAULT_ARCHITECTURE = {
@@ -49,3 +52,35 @@ def saved_architecture(ckpt_path: str | os.PathLike) -> dict:
             raise ValueError(f"{info}: not a valid best.json ({error}); delete it or re-run training") from None
         settings.update({key: saved[key] for key in ARCHITECTURE_KEYS if key in saved})
     return settings
+
+
+def build_from(architecture: Mapping, part: str = "autoencoder") -> nn.Module:
+    """The network that architecture settings describe (``architecture`` in ``train.json``).
+
+    Args:
+        architecture: the settings of :data:`ARCHITECTURE_KEYS` (``roi_margin`` and
+            ``canvas_size`` do not change the encoder).
+        part: ``autoencoder`` (:func:`~bundle.model.network.build_autoencoder`) or ``encoder``
+            (:func:`~bundle.model.network.build_encoder`).
+
+    Returns:
+        the untrained network.
+
+    Raises:
+        ValueError: for an unknown part (or model name).
+    """
+    from bundle.model.network import build_autoencoder, build_encoder
+
+    shared = {
+        "model": architecture["model"],
+        "widths": architecture["network_widths"],
+        "roi_widths": architecture["roi_network_widths"],
+        "latent_dim": architecture["latent_dim"],
+        "norm": architecture["norm"],
+    }
+    if part == "autoencoder":
+        sizes = {"canvas_size": architecture["canvas_size"], "roi_canvas_size": architecture["roi_canvas_size"]}
+        return build_autoencoder(**shared, **sizes)
+    if part == "encoder":
+        return build_encoder(**shared)
+    raise ValueError(f"part must be 'autoencoder' or 'encoder', got {part!r}")
