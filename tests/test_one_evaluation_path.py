@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from bundle.data.geometry import batch_geometries, geometries_of
@@ -35,7 +36,8 @@ def test_run_evaluating_reproduces_the_reports_phase2_rows(tiny_trained, tmp_pat
     for case, row in evaluated.items():
         for metric in ("psnr", "ms_ssim", "roi_mae", "roi_edge_mae", "zoom_roi_mae"):
             # the same savers on the same weights; run evaluating feeds channels-last inputs (float rounding only)
-            assert float(row[metric]) == pytest.approx(float(expected[case][metric]), rel=1e-4, abs=1e-6), (case, metric)
+            value = float(expected[case][metric])
+            assert float(row[metric]) == pytest.approx(value, rel=1e-4, abs=1e-6), (case, metric)
     nt_expected = _rows(report / "fidelity.csv", phase="phase2", split="held_out", roi_source="given")
     nt_evaluated = _rows(tmp_path / "fidelity.csv")
     assert set(nt_evaluated) == set(nt_expected)
@@ -71,7 +73,7 @@ def test_each_original_is_read_once(monkeypatch, tmp_path):
     import bundle.evaluation.fidelity as fidelity
 
     reads = []
-    monkeypatch.setattr(fidelity, "read_native", lambda entry: reads.append(entry["image"]) or torch.zeros(8, 8).numpy())
+    monkeypatch.setattr(fidelity, "read_native", lambda entry: reads.append(entry["image"]) or np.zeros((8, 8)))
     measured = OriginalNT()
     entry = {"image": "a.png", "roi": [1, 2, 5, 6], "pixel_spacing_mm": [0.1, 0.1]}
     first = measured(entry)
