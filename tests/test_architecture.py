@@ -127,3 +127,15 @@ def test_configs_name_what_they_reference():
         for where, value in _expressions(json.loads(path.read_text()), path.name, prefixes=("$", "@", "%")):
             found += [f"{where}: {value}" for _ in positional.findall(value)]
     assert not found, "positional references:\n" + "\n".join(found)
+
+
+def test_train_config_reads_top_down():
+    """Every top-level block of train.json refers only to blocks above it (issue 33: reading order)."""
+    config = json.loads((REPO_ROOT / "configs/train.json").read_text())
+    position = {key: i for i, key in enumerate(config)}
+    forward = []
+    for key, value in config.items():
+        for ref in set(re.findall(r"[@%]([A-Za-z_]\w*)", json.dumps(value))):
+            if ref in position and position[ref] > position[key]:
+                forward.append(f"{key} -> {ref}")
+    assert not forward, "references to blocks further down:\n" + "\n".join(sorted(forward))
