@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 import torch
 from bundle.training.progress import ProgressHandler, ProgressLogHandler
 from ignite.engine import Engine
@@ -52,3 +53,10 @@ def test_progress_handler_logs_lines_without_a_terminal(caplog):
         engine.run(range(2), max_epochs=1)
     ours = [r.getMessage().split(",")[0] for r in caplog.records if r.name == "fetal_nt_roi_cae"]
     assert ours[0] == "phase 1: epoch 1/1"
+
+
+def test_a_bad_show_progress_names_the_setting_and_the_fix():
+    with pytest.raises(
+        ValueError, match=r"setting show_progress = 'maybe' must be true or false; e.g. --show_progress"
+    ):
+        ProgressHandler("phase 1", bar="maybe")

@@ -441,7 +441,7 @@ def step_trainer(
         saver,
         PhaseCompleteHandler(step_marker(output_dir, name)),
     ]
-    if as_flag(show_progress):
+    if as_flag(show_progress, "show_progress"):
         handlers.append(ProgressBarHandler(desc=name))
     return SupervisedTrainer(
         device=device,

@@ -111,7 +111,7 @@ class ProgressHandler:
     def __init__(self, desc: str = "", bar: bool = False, interval: float = 30.0) -> None:
         from bundle.training.settings import as_flag
 
-        self.handler = ProgressBarHandler(desc) if as_flag(bar) else ProgressLogHandler(desc, interval)
+        self.handler = ProgressBarHandler(desc) if as_flag(bar, "show_progress") else ProgressLogHandler(desc, interval)
 
     def attach(self, engine: Engine) -> None:
         """Attach the bar or the log lines."""

@@ -14,19 +14,25 @@ __all__ = ["RULES", "RUN_KEYS", "as_flag", "check_setting_values", "run_settings
 FLAG_WORDS = {"true": True, "false": False}
 
 
-def as_flag(value: object) -> bool:
+def as_flag(value: object, name: str | None = None) -> bool:
     """A switch given as ``true`` / ``false`` in any form: JSON, Python or a bool.
 
     ``--localizer false`` reaches the config as the string ``'false'`` (MONAI's command line reads
     Python literals, so only ``False`` would be a bool).
 
+    Args:
+        value: the setting's value.
+        name: the setting's key, named in the error with the fix.
+
     Raises:
-        ValueError: for anything else (naming the value).
+        ValueError: for anything else (naming the value, and the key and fix when given).
     """
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
         return FLAG_WORDS[value.strip().lower()]
+    if name:
+        raise ValueError(f"setting {name} = {value!r} must be true or false; e.g. --{name} false")
     raise ValueError(f"{value!r} is not true or false")
 
 
