@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 from bundle.utils.atomic import atomic_write_json
-from bundle.utils.checkpoints import CheckpointError, read_checkpoint, save_models
+from bundle.utils.checkpoints import CheckpointError, ReplacingDiskSaver, read_checkpoint, save_models
 from bundle.utils.distributed import is_rank0
-from bundle.utils.rng import capture_random_state, restore_random_state
+from bundle.utils.rng import RandomStreams
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, EarlyStopping
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,14 @@ def register_resume_state(engine: Engine, name: str, obj: object) -> None:
 class ResumeCheckpointHandler:
     """Save everything needed to resume after every epoch, and resume from the newest save at start.
 
-    Files are ``checkpoint_dir/checkpoint_epoch=N.pt`` written atomically (temporary file, then
-    rename); older ones are removed once the new one is in place. (Ignite's ``Checkpoint`` removes the
-    previous file before it writes the next one, so a kill between the two would leave no resume
-    point; that is why this handler is the bundle's own.) The engine itself (epoch,
-    iteration) and every random stream (:func:`bundle.utils.rng.capture_random_state`: torch, NumPy,
-    Python and the augmentation transforms of ``random_sources``) are saved with the given objects,
-    so a resumed run continues bit for bit where the killed one stopped; loading uses
-    ``torch.load(..., weights_only=True)``. The save is registered when the run starts, after every
-    other epoch handler, so a checkpoint includes its epoch's validation (best model, early-stopping
+    Saving is ignite's ``Checkpoint`` (``checkpoint_dir/checkpoint_epoch=N.pt``, newest ``keep`` kept,
+    its file list included so a resumed run prunes older ones) through ignite's atomic ``DiskSaver``
+    (:class:`~bundle.utils.checkpoints.ReplacingDiskSaver`: a superseded file goes after the new one is
+    written). A checkpoint holds the given objects, the engine (epoch, iteration) and every random stream
+    (:class:`~bundle.utils.rng.RandomStreams`), so a resumed run continues bit for bit where the killed one
+    stopped. Loading reads the newest file with ``torch.load(..., weights_only=True)`` and hands it to
+    ``Checkpoint.load_objects``. The save is registered when the run starts, after every other
+    epoch handler, so a checkpoint includes its epoch's validation (best model, early-stopping
     counter). Under DDP every rank loads and only rank 0 writes (ranks > 0 then continue with rank
     0's augmentation streams: valid, but not bit-identical to an uninterrupted DDP run).
 
@@ -91,8 +91,8 @@ class ResumeCheckpointHandler:
         self.objects = dict(objects)
         self.interval = interval
         self.keep = keep
-        self.random_sources = list(random_sources)
-        self._saver = Events.EPOCH_COMPLETED(every=interval)
+        self.random = RandomStreams(random_sources)
+        self.checkpoint: Checkpoint | None = None
 
     def attach(self, engine: Engine) -> None:
         """Load at ``STARTED`` (when a checkpoint exists); from then on save every ``interval`` epochs."""
@@ -101,20 +101,31 @@ class ResumeCheckpointHandler:
 
     def _register_save(self, engine: Engine) -> None:
         """Register the save now, behind the epoch handlers attached after this one (validation)."""
-        if not engine.has_event_handler(self.save):
-            engine.add_event_handler(self._saver, self.save)
-
-    def _checkpoints(self) -> list[Path]:
-        """Existing checkpoints, oldest first."""
-        return sorted(self.checkpoint_dir.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[-1]))
+        if not engine.has_event_handler(self._checkpointer(engine)):
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._checkpointer(engine))
 
     def _objects(self, engine: Engine) -> dict:
-        """The given objects and those handlers registered on the engine (:func:`register_resume_state`)."""
-        return {**self.objects, **getattr(engine, "resume_objects", {})}
+        """The given objects, handlers registered on the engine (:func:`register_resume_state`), engine, streams."""
+        return {**self.objects, **getattr(engine, "resume_objects", {}), "engine": engine, "random": self.random}
+
+    def _checkpointer(self, engine: Engine) -> Checkpoint:
+        """Ignite's ``Checkpoint`` of this phase (made once)."""
+        if self.checkpoint is None:
+            self.checkpoint = Checkpoint(
+                self._objects(engine),
+                ReplacingDiskSaver(self.checkpoint_dir),
+                filename_pattern="{name}_epoch={global_step}.{ext}",
+                n_saved=self.keep,
+                global_step_transform=lambda engine, event: engine.state.epoch,
+                include_self=True,
+            )
+        return self.checkpoint
 
     def load(self, engine: Engine) -> None:
         """Restore the newest checkpoint, if any."""
-        checkpoints = self._checkpoints()
+        checkpoints = sorted(
+            self.checkpoint_dir.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[-1])
+        )
         if not checkpoints:
             return
         path = checkpoints[-1]
@@ -125,30 +136,12 @@ class ResumeCheckpointHandler:
                 f"{error}. Delete it to train this phase again from its start, or give another --output_dir"
             ) from None
         max_epochs = engine.state.max_epochs
-        for name, obj in self._objects(engine).items():
-            obj.load_state_dict(state[name])
-        engine.load_state_dict(state["engine"])
+        objects = {**self._objects(engine), "checkpointer": self._checkpointer(engine)}
+        Checkpoint.load_objects({name: obj for name, obj in objects.items() if name in state}, state)
+        if "checkpointer" not in state:  # written by 0.13.0 or earlier: prune it once the next one is saved
+            self._checkpointer(engine).load_state_dict({"_saved": [(engine.state.epoch, path.name)]})
         engine.state.max_epochs = max_epochs
-        if "random" in state:
-            restore_random_state(state["random"], self.random_sources)
-        else:  # checkpoints of 0.5.0 and earlier
-            torch.set_rng_state(state["torch_rng"])
         logger.info(f"resumed from {path} at epoch {engine.state.epoch} of {max_epochs}")
-
-    def save(self, engine: Engine) -> None:
-        """Write ``checkpoint_epoch=N.pt`` atomically and prune older ones (rank 0)."""
-        from bundle.utils.atomic import atomic_path
-
-        if not is_rank0():
-            return
-        state = {name: obj.state_dict() for name, obj in self._objects(engine).items()}
-        state["engine"] = engine.state_dict()
-        state["random"] = capture_random_state(self.random_sources)
-        path = self.checkpoint_dir / f"checkpoint_epoch={engine.state.epoch}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-        for old in self._checkpoints()[: -self.keep]:
-            old.unlink(missing_ok=True)
 
 
 class BestModelSaver:
@@ -160,21 +153,28 @@ class BestModelSaver:
 
     Args:
         save_dir: output folder (e.g. ``models/``).
-        files: file name -> module, e.g. ``{"model.pt": net, "encoder.pt": net.encoder}``.
         metric: evaluator metric name.
         mode: ``max`` or ``min`` (which direction is better).
         architecture: the settings that define the network (``model``, ``canvas_size``, ...), saved
             in ``best.json`` so that inference and export rebuild the same network
             (:func:`bundle.model.architecture.saved_architecture`).
+        network: the autoencoder, saved as ``model.pt`` and its encoder as ``encoder.pt``.
+        files: instead of ``network``, file name -> module.
     """
 
     def __init__(
-        self, save_dir: str | os.PathLike, files: dict, metric: str, mode: str = "max", architecture: dict | None = None
+        self,
+        save_dir: str | os.PathLike,
+        metric: str,
+        mode: str = "max",
+        architecture: dict | None = None,
+        network: torch.nn.Module | None = None,
+        files: dict | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.save_dir = Path(save_dir)
-        self.files = dict(files)
+        self.files = dict(files) if files else {"model.pt": network, "encoder.pt": network.encoder}
         self.metric = metric
         self.mode = mode
         self.architecture = dict(architecture or {})
@@ -214,19 +214,21 @@ class BestModelSaver:
 class EarlyStopOnValidation:
     """Stop the trainer when a validation metric has not improved for ``patience`` validations.
 
-    Attach to the trainer after the ``ValidationHandler`` (handlers run in registration order).
-    Ignite's ``EarlyStopping`` attaches to the evaluator and needs the trainer when it is built, a
-    reference cycle in a config (trainer -> its handlers -> validator -> its handlers -> trainer), and
-    does not stop a resumed run whose patience had already run out; this one does both.
+    Ignite's ``EarlyStopping``, attached to the validator's ``COMPLETED`` event by this trainer
+    handler (so a config need not hand the trainer to its own validator's handlers, a reference
+    cycle), plus what it does not do: a resumed run whose patience had already run out (killed
+    between stopping and the completion marker) stops again at once, and ``patience <= 0``
+    turns early stopping off. Its counters are saved in the trainer's resume checkpoint under
+    ``state_name`` (:func:`register_resume_state`).
 
     Args:
         validator: the evaluator whose metrics are read.
         metric: metric name.
-        patience: validations without improvement before stopping.
+        patience: validations without improvement before stopping; 0 or less: never stop.
         mode: ``max`` or ``min``.
         min_delta: smallest change that counts as an improvement.
-        state_name: save and restore the counters in the trainer's resume checkpoint under this name
-            (:func:`register_resume_state`); None: not resumable.
+        state_name: save and restore the counters in the trainer's resume checkpoint under this name;
+            None: not resumable.
     """
 
     def __init__(
@@ -238,51 +240,55 @@ class EarlyStopOnValidation:
         min_delta: float = 0.0,
         state_name: str | None = None,
     ) -> None:
-        self.state_name = state_name
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.validator = validator
         self.metric = metric
         self.patience = patience
-        self.sign = 1.0 if mode == "max" else -1.0
+        self.mode = mode
         self.min_delta = min_delta
-        self.best: float | None = None
-        self.counter = 0
+        self.state_name = state_name
+        self.stopper: EarlyStopping | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Check after every trainer epoch that ran a validation, and at start (a resumed run that had stopped)."""
+        """Make ignite's ``EarlyStopping`` for ``engine`` and run it after every validation."""
+        if self.patience <= 0:
+            return
+        self.stopper = EarlyStopping(self.patience, self._score, engine, threshold=self.min_delta, mode=self.mode)
+        self.validator.add_event_handler(Events.COMPLETED, self._validated)
+        engine.add_event_handler(Events.STARTED, self.stop_if_exhausted)
         if self.state_name:
             register_resume_state(engine, self.state_name, self)
-        engine.add_event_handler(Events.STARTED, self.stop_if_exhausted)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _score(self, validator: Engine) -> float:
+        """The validator's ``metric``."""
+        return float(validator.state.metrics[self.metric])
+
+    def _validated(self, validator: Engine) -> None:
+        """Count a validation without improvement (ignite); log when it stops the trainer."""
+        if self.stopper is None or self.metric not in validator.state.metrics:
+            return
+        self.stopper(validator)
+        if self.stopper.counter >= self.patience:
+            logger.info(f"early stopping: {self.metric} did not improve for {self.patience} validations")
 
     def stop_if_exhausted(self, engine: Engine) -> None:
         """Terminate at once when resumed state says patience had already run out (killed after stopping)."""
-        if 0 < self.patience <= self.counter:
-            logger.info(
-                f"early stopping: already stopped ({self.metric} did not improve for {self.counter} validations)"
-            )
+        if self.stopper is not None and self.stopper.counter >= self.patience:
+            counter = self.stopper.counter
+            logger.info(f"early stopping: already stopped ({self.metric} did not improve for {counter} validations)")
             engine.terminate()
 
     def state_dict(self) -> dict:
-        """Best score and the count of validations without improvement."""
-        return {"best": self.best, "counter": self.counter}
+        """Best score (signed: larger is better) and the count of validations without improvement."""
+        best = self.stopper.best_score if self.stopper else None
+        sign = 1.0 if self.mode == "max" else -1.0
+        return {"best": None if best is None else sign * best, "counter": self.stopper.counter if self.stopper else 0}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore after resume."""
-        self.best, self.counter = state["best"], state["counter"]
-
-    def __call__(self, engine: Engine) -> None:
-        """Update the counter; terminate the trainer when patience runs out."""
-        if (
-            self.patience <= 0
-            or self.validator.state.epoch != engine.state.epoch
-            or self.metric not in self.validator.state.metrics
-        ):
+        """Restore after resume (the format of :meth:`state_dict`, as 0.13.0 wrote it)."""
+        if self.stopper is None:
             return
-        score = self.sign * float(self.validator.state.metrics[self.metric])
-        if self.best is None or score > self.best + self.min_delta:
-            self.best, self.counter = score, 0
-            return
-        self.counter += 1
-        if self.counter >= self.patience:
-            logger.info(f"early stopping: {self.metric} did not improve for {self.patience} validations")
-            engine.terminate()
+        sign = 1.0 if self.mode == "max" else -1.0
+        self.stopper.best_score = None if state["best"] is None else sign * state["best"]
+        self.stopper.counter = state["counter"]

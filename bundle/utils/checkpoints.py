@@ -3,7 +3,8 @@
 Every place the bundle reads a ``.pt`` file goes through :func:`read_checkpoint`. A pickle that
 would build arbitrary objects (and could run code) is refused with :class:`UnsafeCheckpointError`;
 a truncated or foreign file gets a :class:`CheckpointError` instead of a traceback from inside
-PyTorch's zip reader.
+PyTorch's zip reader. Resume checkpoints are written by ignite's ``DiskSaver`` (atomic), through
+:class:`ReplacingDiskSaver`, which removes a superseded file only once its successor is written.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import os
 import pickle
 import zipfile
 
+import ignite.distributed as idist
 import torch
+from ignite.handlers import DiskSaver
 from torch import nn
 
 
@@ -153,3 +156,26 @@ def save_models(files: dict) -> None:
     for path, module in files.items():
         with atomic_path(path) as tmp:
             torch.save(module.state_dict(), tmp)
+
+
+class ReplacingDiskSaver(DiskSaver):
+    """Ignite's atomic ``DiskSaver`` that removes a superseded checkpoint only after the next one is written.
+
+    Ignite's ``Checkpoint`` asks its saver to remove the oldest file before it writes the new one; a
+    kill between the two would leave no resume point. This saver holds the removal back until the
+    new file is in place.
+    """
+
+    def __init__(self, dirname: str | os.PathLike) -> None:
+        super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
+        self._superseded: list[str] = []
+
+    def __call__(self, checkpoint: dict, filename: str, metadata: dict | None = None) -> None:
+        """Write ``filename`` atomically, then remove the files it replaces."""
+        super().__call__(checkpoint, filename, metadata)
+        while self._superseded and idist.get_rank() == self.save_on_rank:
+            (self.dirname / self._superseded.pop()).unlink(missing_ok=True)
+
+    def remove(self, filename: str) -> None:
+        """Remove ``filename`` once the next checkpoint is written."""
+        self._superseded.append(filename)

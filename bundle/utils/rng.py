@@ -130,3 +130,26 @@ def reseed(seed: int, sources: Iterable = ()) -> None:
     set_determinism(seed=seed)
     for source in sources:
         set_rnd(getattr(source, "transform", source), seed)
+
+
+class RandomStreams:
+    """Every random stream of the process and of the augmentation transforms, as a checkpointable object.
+
+    What ignite's ``Checkpoint`` does not hold by itself: ``state_dict`` is
+    :func:`bundle.utils.rng.capture_random_state` (torch, NumPy, Python, CUDA and each transform
+    generator of ``sources``), ``load_state_dict`` puts it back.
+
+    Args:
+        sources: datasets or transforms whose augmentation generators are included.
+    """
+
+    def __init__(self, sources: list | tuple = ()) -> None:
+        self.sources = list(sources)
+
+    def state_dict(self) -> dict:
+        """The captured streams."""
+        return capture_random_state(self.sources)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the streams (the same transforms as at capture time)."""
+        restore_random_state(state, self.sources)
