@@ -116,3 +116,18 @@ def test_patience_zero_never_stops():
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: validator.run(range(1)))
     EarlyStopOnValidation(validator, "score", patience=0).attach(trainer)
     assert trainer.run(range(1), max_epochs=6).epoch == 6
+
+
+def test_a_checkpoint_saved_again_under_its_own_name_is_kept(tmp_path):
+    engine = Engine(lambda engine, batch: None)
+    checkpoint = Checkpoint(
+        {"model": torch.nn.Linear(2, 2)},
+        ReplacingDiskSaver(tmp_path),
+        filename_pattern="{name}_epoch={global_step}.{ext}",
+        n_saved=1,
+        global_step_transform=lambda engine, event: engine.state.epoch,
+    )
+    engine.state.epoch = 3
+    checkpoint(engine)
+    checkpoint(engine)  # ignite asks to remove the old file of this name before writing it again
+    assert _files(tmp_path) == ["model_epoch=3.pt"]

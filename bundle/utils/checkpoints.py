@@ -174,7 +174,9 @@ class ReplacingDiskSaver(DiskSaver):
         """Write ``filename`` atomically, then remove the files it replaces."""
         super().__call__(checkpoint, filename, metadata)
         while self._superseded and idist.get_rank() == self.save_on_rank:
-            (self.dirname / self._superseded.pop()).unlink(missing_ok=True)
+            superseded = self._superseded.pop()
+            if superseded != filename:  # a file saved again under its own name was just replaced
+                (self.dirname / superseded).unlink(missing_ok=True)
 
     def remove(self, filename: str) -> None:
         """Remove ``filename`` once the next checkpoint is written."""
