@@ -246,6 +246,7 @@ class EarlyStopOnValidation:
         self.metric = metric
         self.patience = patience
         self.mode = mode
+        self.sign = 1.0 if mode == "max" else -1.0  # the saved best score is signed: larger is better
         self.min_delta = min_delta
         self.state_name = state_name
         self.stopper: EarlyStopping | None = None
@@ -281,14 +282,13 @@ class EarlyStopOnValidation:
 
     def state_dict(self) -> dict:
         """Best score (signed: larger is better) and the count of validations without improvement."""
-        best = self.stopper.best_score if self.stopper else None
-        sign = 1.0 if self.mode == "max" else -1.0
-        return {"best": None if best is None else sign * best, "counter": self.stopper.counter if self.stopper else 0}
+        if self.stopper is None or self.stopper.best_score is None:
+            return {"best": None, "counter": 0 if self.stopper is None else self.stopper.counter}
+        return {"best": self.sign * self.stopper.best_score, "counter": self.stopper.counter}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore after resume (the format of :meth:`state_dict`, as 0.13.0 wrote it)."""
         if self.stopper is None:
             return
-        sign = 1.0 if self.mode == "max" else -1.0
-        self.stopper.best_score = None if state["best"] is None else sign * state["best"]
+        self.stopper.best_score = None if state["best"] is None else self.sign * state["best"]
         self.stopper.counter = state["counter"]

@@ -173,10 +173,12 @@ class ReplacingDiskSaver(DiskSaver):
     def __call__(self, checkpoint: dict, filename: str, metadata: dict | None = None) -> None:
         """Write ``filename`` atomically, then remove the files it replaces."""
         super().__call__(checkpoint, filename, metadata)
-        while self._superseded and idist.get_rank() == self.save_on_rank:
-            superseded = self._superseded.pop()
-            if superseded != filename:  # a file saved again under its own name was just replaced
-                (self.dirname / superseded).unlink(missing_ok=True)
+        superseded, self._superseded = self._superseded, []
+        if idist.get_rank() != self.save_on_rank:
+            return
+        for name in superseded:
+            if name != filename:  # a file saved again under its own name was just replaced
+                (self.dirname / name).unlink(missing_ok=True)
 
     def remove(self, filename: str) -> None:
         """Remove ``filename`` once the next checkpoint is written."""
