@@ -3,4 +3,4 @@
 The package holds one module per concept; the bundle configs in ``configs/`` import it.
 """
 
-__version__ = "0.14.0"
+__version__ = "0.15.0"

@@ -436,8 +436,8 @@ def write_report(
         entries: the datalist entries; with them the report adds the NT measurement fidelity
             (``fidelity.csv``, a table in ``metrics.md``, ``nt_crops.png``).
         held_out_site: the site of the ``held_out`` loader, stated in ``metrics.md`` and ``metrics.json``.
-        box_free: with the NT localiser: ``localizer_path``, ``splits`` (split -> entries, as ``loaders``),
-            ``train_entries`` (the constant-NT baseline's median), ``preprocessing`` and ``batch_size``;
+        box_free: with the NT localiser: ``localizer_path``, ``split`` (``train``, whose median NT is the
+            constant baseline, and the evaluated splits, as ``loaders``), ``preprocessing`` and ``batch_size``;
             adds the localiser's figures, the fidelity with predicted boxes and ``bland_altman.png``
             (:func:`box_free_study`). Without it (or without the localiser file) the Bland-Altman
             table still compares the phases with the null baselines.
@@ -535,7 +535,7 @@ def box_free_study(
     Args:
         network: the phase-2 network (None skips the predicted-box study).
         fidelity_rows: the report's fidelity rows (``phase``, ``split`` and the NT pair).
-        box_free: ``localizer_path``, ``splits``, ``train_entries``, ``preprocessing``, ``batch_size``
+        box_free: ``localizer_path``, ``split``, ``preprocessing``, ``batch_size``
             (see :func:`write_report`); None or a missing localiser file leaves the localiser out.
         device: where to run.
         report_dir: where ``bland_altman.png`` goes.
@@ -549,7 +549,8 @@ def box_free_study(
     from bundle.evaluation.fidelity import is_standard_plane
 
     box_free = box_free or {}
-    constant = constant_nt(box_free.get("train_entries"))
+    split_entries = dict(box_free.get("split") or {})
+    constant = constant_nt(split_entries.pop("train", None))
     localization, predicted_fidelity, predicted_rows = {}, {}, []
     path = box_free.get("localizer_path")
     if network is not None and path and os.path.exists(path):
@@ -558,7 +559,7 @@ def box_free_study(
         from monai.data import DataLoader, Dataset
 
         localizer = load_localizer(path, device)
-        for split, entries in box_free["splits"].items():
+        for split, entries in split_entries.items():
             rows = locate_entries(localizer, entries)
             localization[split] = localization_by_plane(rows)
             found = predicted_entries(rows, entries)
