@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 from bundle.data.synthetic.dataset import write_synthetic_dataset
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores: one thread each, for this process and the commands it starts (they inherit the
+    # environment). Tiny tensors gain nothing from a second thread; two workers of two threads each slowed the
+    # suite by oversubscription (user time 15 min against 9).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
