@@ -16,6 +16,7 @@ import datetime
 import logging
 import time
 
+import torch
 from ignite.engine import Engine, Events
 
 logger = logging.getLogger("fetal_nt_roi_cae")
@@ -66,7 +67,7 @@ class ProgressLogHandler:
         within = (state.iteration - 1) % per_epoch + 1
         parts = [f"{self.desc}: epoch {state.epoch}/{state.max_epochs}, iteration {within}/{per_epoch}"]
         if loss is not None:
-            parts.append(f"loss {float(loss):.4f}")
+            parts.append(f"loss {float(loss.detach() if isinstance(loss, torch.Tensor) else loss):.4f}")
         parts += [
             f"{elapsed / done * per_epoch:.1f} s/epoch",
             f"elapsed {_clock(elapsed)}",
