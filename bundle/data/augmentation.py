@@ -1,4 +1,4 @@
-"""The training augmentation of the ROI-CAE (SPEC 2.3): NT-box jitter, gain/gamma, and one affine per view.
+"""The training augmentation of the ROI-CAE (SPEC 4, docs/training.md): NT-box jitter, gain/gamma, an affine per view.
 
 ``train#augmentation`` of ``configs/train.json`` is :func:`training_augmentation`; its settings are top-level
 keys (``augment_prob``, ``augment_gain_range``, ...). Any MONAI ``Compose`` over the same keys can replace it.
