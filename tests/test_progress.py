@@ -40,8 +40,9 @@ def test_both_phases_log_progress_when_there_is_no_terminal():
     logging_def = config["phase_logging"]
     assert logging_def["show_progress"] == "@show_progress"
     assert logging_def["progress_interval"] == "@progress_interval"
+    assert config["phase_handlers"]["logging"] == "@phase_logging"  # every phase's handlers log it
     for phase, tag in ((config["train"], "phase1"), (config["phase2"], "phase2")):
-        (handler,) = [h for h in phase["handlers"] if h["_target_"] == "@phase_logging"]
+        (handler,) = [h for h in phase["handlers"] if h["_target_"] == "@phase_handlers"]
         assert handler["tag"] == tag
     assert config["progress_interval"] <= 30
 

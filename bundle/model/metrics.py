@@ -312,3 +312,22 @@ class ReconstructionMetric(Metric):
         if self._count.item() == 0:
             raise RuntimeError("ReconstructionMetric needs at least one image before compute()")
         return (self._sum / self._count).item()
+
+
+def reconstruction_metrics(*names: str, prefix: str = "", **functions: Callable) -> dict[str, ReconstructionMetric]:
+    """An evaluator's metrics by name: ``{prefix + name: ReconstructionMetric(name)}``, then ``functions``.
+
+    Args:
+        names: metric names (:data:`METRIC_NAMES`, or ``zoom_`` ones).
+        prefix: put before each name (``val_`` in the training validators).
+        functions: metric name -> per-image callable (e.g. ``val_objective=loss.per_image``).
+
+    Returns:
+        the metrics, in the order given, for ``key_val_metric`` / ``additional_metrics``.
+
+    Example::
+
+        "additional_metrics": "$metrics.reconstruction_metrics('psnr', 'roi_mae', prefix='val_')"
+    """
+    metrics = {f"{prefix}{name}": ReconstructionMetric(name) for name in names}
+    return {**metrics, **{name: ReconstructionMetric(fn=fn) for name, fn in functions.items()}}

@@ -9,6 +9,7 @@ Modules (import names from them; the package itself exports nothing):
   completion.
 - ``help``: ``--help`` for the bundle's configs: the settings, their defaults and one line each, then exit 0.
 - ``localizer``: Train the NT localiser (:class:`bundle.model.localizer.NTLocalizer`) from the datalist's boxes.
+- ``phase_handlers``: The handlers every training phase attaches, in one entry of the phase's handler list.
 - ``phase_logging``: What a training phase logs: its loss and validation metrics, reconstruction grids and its progress.
 - ``progress``: Progress of a training phase: a bar on a terminal, else a log line every ``interval`` seconds with the
   ETA.
