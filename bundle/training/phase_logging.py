@@ -2,8 +2,8 @@
 
 :class:`PhaseLogging` attaches MONAI's ``StatsHandler`` and ``TensorBoardStatsHandler`` to the
 trainer and its validator, :class:`ReconstructionGridHandler` and
-:class:`~bundle.training.progress.ProgressHandler`, all named after the phase: one entry in each
-phase's handler list of ``configs/train.json`` instead of seven.
+:class:`~bundle.training.progress.ProgressHandler`, all named after the phase: one handler instead of
+six, which :class:`~bundle.training.phase_handlers.PhaseHandlers` makes for each phase (``logging``).
 """
 
 from __future__ import annotations
